@@ -1,0 +1,12 @@
+"""MMSegmentation modules of rewardseg; load them with
+``custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)``."""
+import rewardseg  # noqa: F401  (compat layer first)
+
+from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNHead,
+                    RewardHeadMixin)
+from .hooks import NonFiniteLossHook, RNGStateHook
+from .losses import BASELINES, ESTIMATORS, RewardLoss, load_class_weight
+
+__all__ = ["RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
+           "RewardHeadMixin", "NonFiniteLossHook", "RNGStateHook", "RewardLoss",
+           "BASELINES", "ESTIMATORS", "load_class_weight"]

@@ -1,0 +1,299 @@
+"""Reward losses: the original ``weighted_ce`` and the paper's ``reinforce``.
+
+Both take the *raw* decode-head logits ``(B, C, h, w)`` and the label map ``(B, H, W)``
+(see :class:`rewardseg.models.heads.RewardHeadMixin`), so that ``reinforce`` can sample
+either at the head's resolution or at the label's.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, NamedTuple, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmseg.registry import MODELS
+from torch import Tensor
+
+from ..rewards import per_image_miou
+
+ESTIMATORS = ("weighted_ce", "reinforce")
+BASELINES = {
+    "weighted_ce": ("batch_loo", "none"),
+    "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema"),
+}
+DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
+SAMPLE_AT = ("logits", "label")
+
+
+class RewardLossOutput(NamedTuple):
+    loss: Tensor
+    stats: Dict[str, Tensor]
+
+
+def load_class_weight(class_weight) -> Optional[list]:
+    """A list of floats from a list, a ``.npy`` file, or a JSON file.
+
+    The JSON may be a plain list or the object written by ``rewardseg class-weights``
+    (its ``weights`` key).
+    """
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, (str, os.PathLike)):
+        path = os.fspath(class_weight)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"class_weight file {path!r} does not exist")
+        if path.endswith(".npy"):
+            values = np.load(path).tolist()
+        else:
+            with open(path) as fh:
+                values = json.load(fh)
+            if isinstance(values, dict):
+                if "weights" not in values:
+                    raise ValueError(f"class_weight file {path!r}: expected a list or an "
+                                     "object with a 'weights' key")
+                values = values["weights"]
+    else:
+        values = list(class_weight)
+    try:
+        values = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise ValueError(f"class_weight: expected a list of numbers, got {class_weight!r}")
+    return values
+
+
+def _choice_error(key: str, value, valid: Sequence[str]) -> ValueError:
+    return ValueError(f"RewardLoss: unknown {key} {value!r}; valid: {', '.join(valid)}")
+
+
+@MODELS.register_module()
+class RewardLoss(nn.Module):
+    """Reward-optimisation loss for a segmentation decode head.
+
+    Args:
+        estimator: ``'weighted_ce'`` (the original internship code: per-image CE on the
+            ground truth, weighted by ``r_i - alpha * mean_{j!=i} r_j`` with
+            ``r = 1 - mIoU(argmax, gt)``; nothing is sampled) or ``'reinforce'``
+            (score-function gradient: ``-(R - b) * log p(y'|x)`` with ``y'`` sampled
+            from the per-pixel softmax and ``R = mIoU(y', gt)``).
+        baseline: variance reduction. ``reinforce``: ``'none'``, ``'second_sample'``
+            (the reward of an extra, independent sample of the same image),
+            ``'rloo'`` (mean reward of the other ``num_samples - 1`` samples of the
+            same image), ``'batch_loo'`` (``alpha`` x mean reward of the other images of
+            the batch), ``'ema'`` (moving average of past rewards). ``weighted_ce``:
+            ``'batch_loo'`` (the original) or ``'none'``. Default: ``'batch_loo'`` for
+            ``weighted_ce``, ``'rloo'`` for ``reinforce``.
+        alpha: scale of the ``batch_loo`` baseline (0.1 in the original code).
+        num_samples: label maps sampled per image (``reinforce``).
+        sample_at: ``'logits'`` samples at the head's output resolution and upsamples
+            the sampled map (nearest) for the reward; ``'label'`` upsamples the logits
+            (bilinear, like mmseg's CE) and samples at label resolution.
+        ema_momentum: ``b <- m * b + (1 - m) * mean reward`` after every step.
+        ce_weight: ``lambda`` of an added ``lambda * CE(logits, gt)`` term (reinforce).
+        class_weight: per-class weights (list, ``.npy`` or JSON from
+            ``rewardseg class-weights``). ``weighted_ce``: weights the CE, as in the
+            original. ``reinforce``: the reward becomes the class-weighted mIoU, and the
+            ``ce_weight`` term is weighted.
+        empty_reward: reward of an image with no valid pixel (0.5 in the original).
+        loss_weight: multiplies the whole loss.
+        loss_name: key in the loss dict; must contain ``'loss'``.
+    """
+
+    def __init__(self,
+                 estimator: str = "reinforce",
+                 baseline: Optional[str] = None,
+                 alpha: float = 0.1,
+                 num_samples: int = 2,
+                 sample_at: str = "logits",
+                 ema_momentum: float = 0.9,
+                 ce_weight: float = 0.0,
+                 class_weight: Union[None, str, Sequence[float]] = None,
+                 empty_reward: float = 0.5,
+                 loss_weight: float = 1.0,
+                 loss_name: str = "loss_reward"):
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise _choice_error("estimator", estimator, ESTIMATORS)
+        if baseline is None:
+            baseline = DEFAULT_BASELINE[estimator]
+        if baseline not in BASELINES[estimator]:
+            raise ValueError(f"RewardLoss: unknown baseline {baseline!r} for estimator "
+                             f"{estimator!r}; valid: {', '.join(BASELINES[estimator])}")
+        if sample_at not in SAMPLE_AT:
+            raise _choice_error("sample_at", sample_at, SAMPLE_AT)
+        if int(num_samples) < 1:
+            raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
+        if estimator == "reinforce" and baseline == "rloo" and int(num_samples) < 2:
+            raise ValueError("RewardLoss: baseline 'rloo' needs num_samples >= 2, "
+                             f"got {num_samples}")
+        if not 0.0 <= float(ema_momentum) < 1.0:
+            raise ValueError(f"RewardLoss: ema_momentum must be in [0, 1), got {ema_momentum}")
+        if "loss" not in loss_name:
+            raise ValueError(f"RewardLoss: loss_name must contain 'loss', got {loss_name!r}")
+        self.estimator = estimator
+        self.baseline = baseline
+        self.alpha = float(alpha)
+        self.num_samples = int(num_samples)
+        self.sample_at = sample_at
+        self.ema_momentum = float(ema_momentum)
+        self.ce_weight = float(ce_weight)
+        self.empty_reward = float(empty_reward)
+        self.loss_weight = float(loss_weight)
+        self._loss_name = loss_name
+        weights = load_class_weight(class_weight)
+        self.register_buffer(
+            "class_weight",
+            None if weights is None else torch.tensor(weights, dtype=torch.float32),
+            persistent=False)
+        # Moving-average baseline; saved with the checkpoint so that resume continues
+        # with the same baseline.
+        self.register_buffer("ema_value", torch.zeros(()))
+        self.register_buffer("ema_initialized", torch.zeros((), dtype=torch.bool))
+
+    @property
+    def loss_name(self) -> str:
+        return self._loss_name
+
+    # ------------------------------------------------------------------ helpers
+    def _check_classes(self, num_classes: int) -> None:
+        if self.class_weight is not None and self.class_weight.numel() != num_classes:
+            raise ValueError(f"RewardLoss: class_weight has {self.class_weight.numel()} "
+                             f"values but the head predicts {num_classes} classes")
+
+    def _per_image_ce(self, logits: Tensor, label: Tensor, ignore_index: int) -> Tensor:
+        """Per-image cross-entropy on the labels, averaged over valid pixels ``(B,)``."""
+        ce = F.cross_entropy(logits, label, weight=self.class_weight,
+                             ignore_index=ignore_index, reduction="none")
+        valid = (label != ignore_index).flatten(1).sum(1).clamp(min=1)
+        return ce.flatten(1).sum(1) / valid
+
+    @staticmethod
+    def _leave_one_out_mean(values: Tensor, dim: int) -> Tensor:
+        n = values.shape[dim]
+        if n < 2:
+            return torch.zeros_like(values)
+        return (values.sum(dim=dim, keepdim=True) - values) / (n - 1)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, seg_logits: Tensor, seg_label: Tensor, ignore_index: int = 255,
+                align_corners: bool = False) -> RewardLossOutput:
+        """``seg_logits``: raw head output ``(B, C, h, w)``; ``seg_label``: ``(B, H, W)``."""
+        if seg_label.dim() == 4:
+            seg_label = seg_label.squeeze(1)
+        seg_label = seg_label.long()
+        self._check_classes(seg_logits.shape[1])
+        if self.estimator == "weighted_ce":
+            return self._weighted_ce(seg_logits, seg_label, ignore_index, align_corners)
+        return self._reinforce(seg_logits, seg_label, ignore_index, align_corners)
+
+    def _upsample(self, logits: Tensor, size, align_corners: bool) -> Tensor:
+        if tuple(logits.shape[-2:]) == tuple(size):
+            return logits
+        return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+
+    def _weighted_ce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
+        logits = self._upsample(logits, label.shape[-2:], align_corners)
+        num_classes = logits.shape[1]
+        with torch.no_grad():
+            miou = per_image_miou(logits.argmax(dim=1), label, num_classes, ignore_index)
+            cost = torch.where(torch.isnan(miou), torch.full_like(miou, self.empty_reward),
+                               1.0 - miou)
+            if self.baseline == "batch_loo":
+                advantage = cost - self.alpha * self._leave_one_out_mean(cost, dim=0)
+            else:
+                advantage = cost
+        ce = self._per_image_ce(logits, label, ignore_index)
+        loss = (advantage * ce).mean() * self.loss_weight
+        return RewardLossOutput(loss, self._stats(cost, advantage, miou=1.0 - cost))
+
+    def _sample(self, log_probs: Tensor, num: int) -> Tensor:
+        """``num`` label maps per image from the per-pixel softmax: ``(B, num, h, w)``.
+
+        Inverse-CDF sampling with one uniform per pixel and sample (``searchsorted`` on
+        the per-pixel CDF), so no ``(B, num, C, h, w)`` noise tensor is materialised.
+        """
+        b, c, h, w = log_probs.shape
+        cdf = log_probs.detach().float().exp().permute(0, 2, 3, 1).cumsum(dim=-1)
+        u = torch.rand((b, h, w, num), device=cdf.device, dtype=cdf.dtype)
+        u = u * cdf[..., -1:]  # the CDF's top is 1 up to rounding
+        idx = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True)
+        return idx.clamp_(max=c - 1).permute(0, 3, 1, 2)
+
+    def _reinforce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
+        bsz, num_classes = logits.shape[:2]
+        out_size = tuple(label.shape[-2:])
+        if self.sample_at == "label":
+            logits_s = self._upsample(logits, out_size, align_corners)
+            label_s = label
+        else:
+            logits_s = logits
+            label_s = label
+            if tuple(logits.shape[-2:]) != out_size:
+                label_s = F.interpolate(label[:, None].float(), size=logits.shape[-2:],
+                                        mode="nearest")[:, 0].long()
+        log_probs = F.log_softmax(logits_s.float(), dim=1)
+        k = self.num_samples
+        extra = k if self.baseline == "second_sample" else 0
+        with torch.no_grad():
+            samples = self._sample(log_probs, k + extra)  # (B, k+extra, h, w)
+            flat = samples.flatten(0, 1)
+            if tuple(flat.shape[-2:]) != out_size:
+                flat = F.interpolate(flat[:, None].float(), size=out_size,
+                                     mode="nearest")[:, 0].long()
+            gt = label.repeat_interleave(k + extra, dim=0)
+            reward = per_image_miou(flat, gt, num_classes, ignore_index,
+                                    class_weight=self.class_weight,
+                                    empty_value=self.empty_reward).view(bsz, k + extra)
+            reward, reward_b = reward[:, :k], reward[:, k:]
+            baseline = self._baseline(reward, reward_b)
+            advantage = reward - baseline
+
+        valid = (label_s != ignore_index)
+        logp = log_probs.gather(1, samples[:, :k])  # (B, k, h, w)
+        logp = (logp * valid[:, None]).flatten(2).sum(2)
+        logp = logp / valid.flatten(1).sum(1).clamp(min=1)[:, None]
+        loss = -(advantage * logp).mean()
+        if self.ce_weight:
+            ce_logits = self._upsample(logits, out_size, align_corners)
+            loss = loss + self.ce_weight * self._per_image_ce(ce_logits, label,
+                                                              ignore_index).mean()
+        return RewardLossOutput(loss * self.loss_weight,
+                                self._stats(reward, advantage, miou=reward))
+
+    def _baseline(self, reward: Tensor, reward_b: Tensor) -> Tensor:
+        if self.baseline == "none":
+            return torch.zeros_like(reward)
+        if self.baseline == "second_sample":
+            return reward_b
+        if self.baseline == "rloo":
+            return self._leave_one_out_mean(reward, dim=1)
+        if self.baseline == "batch_loo":
+            return self.alpha * self._leave_one_out_mean(reward, dim=0)
+        # ema: the value from earlier steps only, so the baseline never depends on the
+        # current samples; the first step uses 0.
+        zero = torch.zeros((), device=reward.device)
+        ema = self.ema_value.to(reward.device)
+        baseline = torch.where(self.ema_initialized, ema, zero).expand_as(reward)
+        if self.training:
+            mean = reward.mean()
+            m = self.ema_momentum
+            self.ema_value.copy_(torch.where(self.ema_initialized, m * ema + (1 - m) * mean,
+                                             mean))
+            self.ema_initialized.fill_(True)
+        return baseline
+
+    @staticmethod
+    def _stats(reward: Tensor, advantage: Tensor, miou: Tensor) -> Dict[str, Tensor]:
+        adv = advantage.float().flatten()
+        std = adv.std() if adv.numel() > 1 else torch.zeros((), device=adv.device)
+        return {
+            "reward": reward.float().mean(),
+            "miou_train": torch.nan_to_num(miou.float(), nan=0.0).mean(),
+            "adv_mean": adv.mean(),
+            "adv_std": std,
+            # E[A^2]: the score-function estimator's second moment scales with it
+            # (for a roughly constant score norm); the cheap variance measure we log.
+            "adv_sq": (adv * adv).mean(),
+        }
