@@ -5,7 +5,8 @@ import copy
 import os
 from typing import Optional, Sequence
 
-from mmengine.config import Config, DictAction  # noqa: F401  (DictAction used by the CLI)
+from mmengine.config import Config, DictAction
+from mmengine.utils import import_modules_from_strings
 
 import rewardseg  # noqa: F401  (compat layer first)
 
@@ -41,6 +42,8 @@ def prepare_config(cfg: Config, work_dir: str, seed: Optional[int] = None,
     if EXTENSION_MODULE not in names:
         names.append(EXTENSION_MODULE)
     cfg.custom_imports = dict(imports=names, allow_failed_imports=False)
+    # Config.fromfile imports custom_imports only for files; do it here for the rest.
+    import_modules_from_strings(names, allow_failed_imports=False)
     hooks = list(cfg.get("custom_hooks") or [])
     present = {h.get("type") for h in hooks}
     hooks += [dict(type=name) for name in DEFAULT_CUSTOM_HOOKS if name not in present]
