@@ -1,0 +1,233 @@
+"""Training-step time of each RewardLoss estimator relative to plain cross-entropy.
+
+Model: DeepLabV3 with a full-width ResNetV1c-18 backbone (upstream's
+``deeplabv3_r50-d8.py`` with depth 18, ASPP 512->128 channels, FCN aux head
+256->64 channels, BN instead of SyncBN, no pretrained weights), 19 classes.
+Batch: ``--batch`` x 3 x ``--height`` x ``--width`` random images, random labels in
+0..18 with ~10% ignore (255) pixels; one batch, preprocessed once, shared by every
+variant.
+
+A step = ``model(**data, mode='loss')`` -> ``model.parse_losses`` -> ``backward`` ->
+``SGD.step``. Every variant has its own model (same initial weights) and optimizer.
+After ``--warmup`` steps per variant, the variants run round-robin for ``--rounds``
+rounds of ``--steps`` timed steps each (the order rotates every round), and the table
+reports the median seconds/step, its ratio to CE, and the median over rounds of the
+per-round ratio (paired, robust to slow drifts of a shared machine).
+
+Usage::
+
+    python bench/bench_step.py                     # CPU, defaults as specified
+    python bench/bench_step.py --device cuda --rounds 10 --steps 10
+
+This is a report, not a test: it prints PASS/MISS against the targets and exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+
+import rewardseg  # noqa: F401  (compat layer first)
+
+warnings.filterwarnings("ignore", category=UserWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+NUM_CLASSES = 19
+IGNORE = 255
+
+# name -> decode-head loss (None: upstream ASPPHead + CrossEntropyLoss)
+VARIANTS = {
+    "ce": None,
+    "weighted_ce(a=0.1)": dict(type="RewardLoss", estimator="weighted_ce",
+                               baseline="batch_loo", alpha=0.1),
+    "reinforce k=2 rloo logits": dict(type="RewardLoss", estimator="reinforce",
+                                      baseline="rloo", num_samples=2, sample_at="logits"),
+    "reinforce k=2 rloo label": dict(type="RewardLoss", estimator="reinforce",
+                                     baseline="rloo", num_samples=2, sample_at="label"),
+    "reinforce k=4 rloo logits": dict(type="RewardLoss", estimator="reinforce",
+                                      baseline="rloo", num_samples=4, sample_at="logits"),
+}
+# variant -> target ratio to CE
+TARGETS = {
+    "weighted_ce(a=0.1)": 1.05,
+    "reinforce k=2 rloo logits": 1.10,
+    "reinforce k=2 rloo label": 1.10,
+}
+
+
+def base_config(height: int, width: int):
+    import mmseg
+    from mmengine.config import Config
+
+    from rewardseg.train import prepare_config
+
+    path = os.path.join(os.path.dirname(mmseg.__file__),
+                        ".mim/configs/_base_/models/deeplabv3_r50-d8.py")
+    cfg = Config.fromfile(path)
+    cfg.model.pretrained = None
+    cfg.model.backbone.depth = 18
+    cfg.model.decode_head.in_channels = 512
+    cfg.model.decode_head.channels = 128
+    cfg.model.decode_head.num_classes = NUM_CLASSES
+    cfg.model.auxiliary_head.in_channels = 256
+    cfg.model.auxiliary_head.channels = 64
+    cfg.model.auxiliary_head.num_classes = NUM_CLASSES
+    cfg.model.data_preprocessor.size = (height, width)
+    # SyncBN -> BN (no process group here); also imports rewardseg.models.
+    cfg = prepare_config(cfg, "/tmp/rewardseg_bench_step")
+    return cfg
+
+
+def model_config(cfg, loss):
+    model = copy.deepcopy(cfg.model)
+    if loss is not None:
+        model["decode_head"]["type"] = "RewardASPPHead"
+        model["decode_head"]["loss_decode"] = loss
+    return model
+
+
+def make_batch(model, batch: int, height: int, width: int, device):
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    g = torch.Generator().manual_seed(1)
+    inputs = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=g)
+    samples = []
+    for _ in range(batch):
+        label = torch.randint(0, NUM_CLASSES, (1, height, width), generator=g)
+        label[torch.rand((1, height, width), generator=g) < 0.1] = IGNORE
+        s = SegDataSample(metainfo=dict(img_shape=(height, width), pad_shape=(height, width),
+                                        ori_shape=(height, width)))
+        s.gt_sem_seg = PixelData(data=label)
+        samples.append(s)
+    with torch.no_grad():
+        data = model.data_preprocessor(dict(inputs=list(inputs), data_samples=samples), True)
+    return data
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step(model, optimizer, data):
+    optimizer.zero_grad(set_to_none=True)
+    losses = model(**data, mode="loss")
+    total, _ = model.parse_losses(losses)
+    total.backward()
+    optimizer.step()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant and round")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda given but no CUDA device is available", file=sys.stderr)
+        return 2
+
+    from mmseg.registry import MODELS
+    from mmseg.utils import register_all_modules
+
+    register_all_modules()
+    cfg = base_config(args.height, args.width)
+
+    torch.manual_seed(args.seed)
+    models, optimizers = {}, {}
+    init_state = None
+    for name, loss in VARIANTS.items():
+        torch.manual_seed(args.seed)
+        model = MODELS.build(model_config(cfg, loss)).to(device)
+        if init_state is None:
+            init_state = copy.deepcopy(model.state_dict())
+        else:
+            # RewardLoss adds its own (EMA) buffers; everything else must match.
+            result = model.load_state_dict(init_state, strict=False)
+            bad = [k for k in result.missing_keys if ".loss_decode." not in k]
+            if bad or result.unexpected_keys:
+                raise RuntimeError(f"{name}: state dict mismatch: missing {bad}, "
+                                   f"unexpected {result.unexpected_keys}")
+        model.train()
+        models[name] = model
+        optimizers[name] = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9,
+                                           weight_decay=5e-4)
+    data = make_batch(models["ce"], args.batch, args.height, args.width, device)
+
+    print(f"bench_step: DeepLabV3 ResNetV1c-18 (ASPP 128 ch, FCN aux 64 ch), "
+          f"{NUM_CLASSES} classes, batch {args.batch} x 3 x {args.height} x {args.width}, "
+          f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs ({platform.machine()})")
+    print(f"warm-up {args.warmup} step(s)/variant, then {args.rounds} rounds x "
+          f"{args.steps} step(s)/variant, round-robin (order rotates each round)")
+    sys.stdout.flush()
+
+    names = list(VARIANTS)
+    t_start = time.perf_counter()
+    torch.manual_seed(args.seed)
+    for name in names:
+        for _ in range(args.warmup):
+            train_step(models[name], optimizers[name], data)
+        sync(device)
+
+    times = {name: [] for name in names}
+    per_round = {name: [] for name in names}
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            step_times = []
+            for _ in range(args.steps):
+                sync(device)
+                t0 = time.perf_counter()
+                train_step(models[name], optimizers[name], data)
+                sync(device)
+                step_times.append(time.perf_counter() - t0)
+            times[name].extend(step_times)
+            per_round[name].append(statistics.median(step_times))
+    elapsed = time.perf_counter() - t_start
+
+    ce_med = statistics.median(times["ce"])
+    print()
+    header = (f"{'variant':<28}{'median s/step':>14}{'min s/step':>12}{'ratio':>8}"
+              f"{'paired':>8}{'target':>8}  result")
+    print(header)
+    print("-" * len(header))
+    for name in names:
+        med = statistics.median(times[name])
+        ratio = med / ce_med
+        paired = statistics.median(v / c for v, c in zip(per_round[name], per_round["ce"]))
+        target = TARGETS.get(name)
+        if target is None:
+            tgt, res = "-", "-"
+        else:
+            tgt, res = f"<={target:.2f}", "PASS" if ratio <= target else "MISS"
+        print(f"{name:<28}{med:>14.4f}{min(times[name]):>12.4f}{ratio:>8.3f}"
+              f"{paired:>8.3f}{tgt:>8}  {res}")
+    print()
+    print("ratio = median s/step / median CE s/step (PASS/MISS judged on it); paired = "
+          "median over rounds of the per-round ratio to CE")
+    print(f"total benchmark time (warm-up + timed): {elapsed:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
