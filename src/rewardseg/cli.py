@@ -28,6 +28,53 @@ def _cmd_class_weights(ns) -> int:
     return 0
 
 
+def _cmd_stage(ns) -> int:
+    from .study import run_stage
+
+    spec = json.loads(ns.spec)
+    record = run_stage(spec, ns.work_dir)
+    print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}: {record['final_iter']} "
+          f"iterations in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
+    return 0
+
+
+def _cmd_data(ns) -> int:
+    from .synthetic import generate_dataset
+
+    meta = generate_dataset(ns.out, ns.num_train, ns.num_val, height=ns.height, width=ns.width,
+                            seed=ns.seed, progress=not ns.quiet, overwrite=ns.overwrite)
+    print(f"wrote {ns.num_train} train + {ns.num_val} val images to {ns.out} "
+          f"in {meta['seconds']:.1f}s")
+    return 0
+
+
+def _cmd_collect(ns) -> int:
+    from .study import collect_run
+
+    result = collect_run(ns.work_dir, ns.out, baseline_dir=ns.baseline_dir)
+    last = result["evals"][-1]
+    print(f"{ns.out}: {len(result['evals'])} evaluations, final mIoU "
+          f"{last['metrics']['mIoU']:.2f} at step {last['step']}")
+    return 0
+
+
+def _cmd_aggregate(ns) -> int:
+    from .report import aggregate
+
+    df = aggregate(ns.runs, ns.baseline, ns.out, ns.stats)
+    print(f"{ns.out}: {len(df)} rows from {len(ns.runs)} runs + baseline")
+    return 0
+
+
+def _cmd_report(ns) -> int:
+    from .plots import make_report
+    from .study import load_study
+
+    written = make_report(load_study(ns.study), ns.metrics, ns.stats, ns.figures, ns.tables)
+    print(f"wrote {len(written)} files under {ns.figures} and {ns.tables}")
+    return 0
+
+
 def _cmd_env(ns) -> int:
     from .provenance import package_versions
 
@@ -66,6 +113,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_class_weights)
 
+    p = sub.add_parser("data", help="generate the synthetic street-scene dataset")
+    p.add_argument("out", help="dataset folder to create")
+    p.add_argument("--num-train", type=int, default=200)
+    p.add_argument("--num-val", type=int, default=32)
+    p.add_argument("--height", type=int, default=96)
+    p.add_argument("--width", type=int, default=192)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("stage", help="run one stage (baseline or tune) from a run spec; "
+                                     "resumes from the work dir's last checkpoint")
+    p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.study)")
+    p.add_argument("--work-dir", required=True)
+    p.set_defaults(func=_cmd_stage)
+
+    p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")
+    p.add_argument("work_dir")
+    p.add_argument("--out", required=True)
+    p.add_argument("--baseline-dir", default=None,
+                   help="baseline run: its evaluation at the start step becomes step 0")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser("aggregate", help="run results -> tidy metrics.csv")
+    p.add_argument("runs", nargs="+", help="results/<study>/runs/<variant>/seed<k>.json")
+    p.add_argument("--baseline", required=True, help="results/<study>/runs/baseline.json")
+    p.add_argument("--out", required=True, help="metrics.csv to write")
+    p.add_argument("--stats", required=True, help="train_stats.csv to write")
+    p.set_defaults(func=_cmd_aggregate)
+
+    p = sub.add_parser("report", help="figures and tables of a study from metrics.csv")
+    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--stats", required=True)
+    p.add_argument("--figures", required=True, help="figures/<study>")
+    p.add_argument("--tables", required=True, help="paper/tables/<study>")
+    p.set_defaults(func=_cmd_report)
+
     p = sub.add_parser("env", help="print the versions of the packages that matter")
     p.set_defaults(func=_cmd_env)
     return parser
@@ -76,7 +162,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (FileNotFoundError, ValueError, FileExistsError) as exc:
+    except (FileNotFoundError, ValueError, FileExistsError, json.JSONDecodeError) as exc:
         print(f"rewardseg {ns.command}: error: {exc}", file=sys.stderr)
         return 2
 

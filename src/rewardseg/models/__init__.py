@@ -2,11 +2,12 @@
 ``custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)``."""
 import rewardseg  # noqa: F401  (compat layer first)
 
+from .datasets import PerClassIoUMetric, SynthStreetDataset, ValMetricsRecorder
 from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNHead,
                     RewardHeadMixin)
 from .hooks import NonFiniteLossHook, RNGStateHook
 from .losses import BASELINES, ESTIMATORS, RewardLoss, load_class_weight
 
-__all__ = ["RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
+__all__ = ["PerClassIoUMetric", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
            "RewardHeadMixin", "NonFiniteLossHook", "RNGStateHook", "RewardLoss",
            "BASELINES", "ESTIMATORS", "load_class_weight"]

@@ -1,0 +1,68 @@
+"""Dataset and metric registrations for the studies."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List
+
+import numpy as np
+from mmengine.hooks import Hook
+from mmseg.datasets import BaseSegDataset
+from mmseg.evaluation.metrics import IoUMetric
+from mmseg.registry import DATASETS, HOOKS, METRICS
+
+from .. import synthetic
+
+
+@DATASETS.register_module()
+class SynthStreetDataset(BaseSegDataset):
+    """The procedurally generated street scenes of :mod:`rewardseg.synthetic`
+    (Cityscapes file layout, 8 classes, own trainIds: no Cityscapes label remapping)."""
+
+    METAINFO = dict(classes=tuple(synthetic.CLASSES), palette=[list(p) for p in synthetic.PALETTE])
+
+    def __init__(self, img_suffix=synthetic.IMG_SUFFIX, seg_map_suffix=synthetic.SEG_MAP_SUFFIX,
+                 reduce_zero_label=False, **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@METRICS.register_module()
+class PerClassIoUMetric(IoUMetric):
+    """IoUMetric that also returns every class's IoU (``IoU.<class>``, in %)."""
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        metrics = super().compute_metrics(results)
+        results = tuple(zip(*results))
+        intersect = sum(results[0])
+        union = sum(results[1])
+        iou = (intersect / union).numpy() * 100.0
+        for name, value in zip(self.dataset_meta["classes"], iou):
+            metrics[f"IoU.{name}"] = float(np.round(value, 4)) if np.isfinite(value) else float("nan")
+        return metrics
+
+
+@HOOKS.register_module()
+class ValMetricsRecorder(Hook):
+    """Append every validation result, with its training iteration, to a JSON-lines file
+    (default ``<work_dir>/val_metrics.jsonl``); also records the training statistics
+    logged since the previous validation (mean of each scalar)."""
+
+    priority = "LOW"
+
+    def __init__(self, filename: str = "val_metrics.jsonl"):
+        self.filename = filename
+        self._train: Dict[str, List[float]] = {}
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        for key, value in (outputs or {}).items():
+            self._train.setdefault(key, []).append(float(value))
+
+    def after_val_epoch(self, runner, metrics=None):
+        record = {"step": int(runner.iter),
+                  "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+                  "train": {k: float(np.mean(v)) for k, v in self._train.items()}}
+        self._train = {}
+        path = os.path.join(runner.work_dir, self.filename)
+        with open(path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")

@@ -1,0 +1,124 @@
+"""Figures of a study (PNG + PDF), each readable on its own."""
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from .report import final_table, per_class_table  # noqa: E402
+
+
+def _save(fig, path_png: str) -> List[str]:
+    os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path_png, dpi=130)
+    pdf = os.path.splitext(path_png)[0] + ".pdf"
+    fig.savefig(pdf)
+    plt.close(fig)
+    return [path_png, pdf]
+
+
+def experiment_figure(df: pd.DataFrame, variants: Sequence[str], labels: Dict[str, str],
+                      start: int, title: str, out_png: str) -> List[str]:
+    """mIoU vs tuning step per variant: mean and 95 % band over seeds; the control; the
+    baseline's own CE trend over the same steps (dash-dotted) and its level at the start."""
+    miou = df[df["class"] == "mIoU"]
+    sub = miou[miou["variant"].isin(variants)].copy()
+    sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sns.lineplot(data=sub, x="step", y="IoU", hue="label", errorbar=("ci", 95), n_boot=500,
+                 seed=0, ax=ax, marker="o", markersize=3)
+    base = miou[miou["variant"] == "baseline"].sort_values("step")
+    trend = base[base["step"] >= start]
+    if len(trend):
+        ax.plot(trend["step"] - start, trend["IoU"], "k-.", lw=1.2,
+                label="CE baseline, own schedule (trend)")
+    level = base[base["step"] == start]["IoU"]
+    if len(level):
+        ax.axhline(float(level.iloc[0]), color="grey", ls=":", lw=1,
+                   label=f"baseline at step {start}")
+    ax.set_xlabel(f"fine-tuning step (from CE checkpoint at iteration {start})")
+    ax.set_ylabel("validation mIoU (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="best")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_png)
+
+
+def delta_figure(df: pd.DataFrame, labels: Dict[str, str], out_png: str) -> List[str]:
+    table = final_table(df)
+    table = table[table["variant"] != "control"].sort_values("delta")
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 1.5))
+    y = np.arange(len(table))
+    err = np.vstack([table["delta"] - table["ci_low"], table["ci_high"] - table["delta"]])
+    ax.errorbar(table["delta"], y, xerr=np.nan_to_num(err), fmt="o", color="C0", capsize=3)
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(y)
+    ax.set_yticklabels([labels.get(v, v) for v in table["variant"]], fontsize=8)
+    ax.set_xlabel("final Δ mIoU vs CE control (points, paired by seed, 95 % CI)")
+    ax.set_title("Final mIoU difference to the control")
+    ax.grid(alpha=0.3, axis="x")
+    return _save(fig, out_png)
+
+
+def per_class_figure(df: pd.DataFrame, labels: Dict[str, str], classes: Sequence[str],
+                     out_png: str) -> List[str]:
+    table = per_class_table(df)
+    cols = [c for c in classes if c in table.columns] + (["mIoU"] if "mIoU" in table.columns else [])
+    table = table[cols].rename(index=lambda v: labels.get(v, v))
+    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 3, 0.35 * len(table) + 1.5))
+    sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
+                cbar_kws={"label": "IoU (%)"}, annot_kws={"fontsize": 7})
+    ax.set_xlabel("class")
+    ax.set_ylabel("variant")
+    ax.set_title("Final per-class IoU (%), mean over seeds")
+    return _save(fig, out_png)
+
+
+def variance_figure(stats: pd.DataFrame, labels: Dict[str, str], out_png: str) -> List[str]:
+    sub = stats[stats["stat"] == "decode.reward_adv_sq"].copy()
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    if len(sub):
+        sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
+        sns.lineplot(data=sub, x="step", y="value", hue="label", errorbar=("ci", 95),
+                     n_boot=500, seed=0, ax=ax)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no reward-loss runs", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("E[(R − b)²] per step (log scale)")
+    ax.set_title("Estimator variance measure by baseline (mean over the interval)")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_png)
+
+
+def make_report(study: dict, metrics_csv: str, stats_csv: str, fig_dir: str,
+                table_dir: str) -> List[str]:
+    """Every figure and table of a study from its tidy tables."""
+    from .report import write_tables
+    from .study import experiments, variant_fields
+
+    df = pd.read_csv(metrics_csv)
+    stats = pd.read_csv(stats_csv)
+    labels = {v: variant_fields(study, v).get("label") or v for v in study["variants"]}
+    classes = [c for c in df["class"].unique() if c != "mIoU"]
+    written = []
+    for name, variants in experiments(study).items():
+        starts = {variant_fields(study, v)["start"] for v in variants}
+        start = variant_fields(study, variants[-1])["start"] if len(starts) > 1 else starts.pop()
+        title = f"{study['study']}: {name.replace('_', ' ')} (mean, 95 % CI over seeds)"
+        written += experiment_figure(df, variants, labels, start, title,
+                                     os.path.join(fig_dir, f"exp_{name}.png"))
+    written += delta_figure(df, labels, os.path.join(fig_dir, "delta_vs_control.png"))
+    written += per_class_figure(df, labels, classes, os.path.join(fig_dir, "per_class_iou.png"))
+    written += variance_figure(stats, labels, os.path.join(fig_dir, "estimator_variance.png"))
+    written += write_tables(df, table_dir, labels)
+    return written

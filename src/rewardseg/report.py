@@ -1,0 +1,146 @@
+"""Aggregation of run results into one tidy table, then figures and tables."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Dict, Iterable, List, Sequence
+
+import numpy as np
+import pandas as pd
+
+# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return float("nan")
+    keys = sorted(k for k in _T975 if k <= df)
+    return _T975[keys[-1]] if df <= 30 else 1.96
+
+
+def _rows_from_run(result: dict, step_offset: int = 0) -> Iterable[dict]:
+    for ev in result["evals"]:
+        step = int(ev["step"]) + step_offset
+        metrics = ev["metrics"]
+        base = dict(study=result["study"], variant=result["variant"], seed=result["seed"],
+                    step=step)
+        yield dict(base, **{"class": "mIoU", "IoU": metrics["mIoU"]})
+        for key, value in metrics.items():
+            if key.startswith("IoU."):
+                yield dict(base, **{"class": key[4:], "IoU": value})
+
+
+def aggregate(run_files: Sequence[str], baseline_file: str, out_csv: str,
+              stats_csv: str) -> pd.DataFrame:
+    """All run JSONs -> ``metrics.csv`` (study, variant, seed, step, class, IoU) and the
+    training statistics per evaluation interval -> ``train_stats.csv``."""
+    rows: List[dict] = []
+    stats: List[dict] = []
+    for path in run_files:
+        with open(path) as fh:
+            result = json.load(fh)
+        rows.extend(_rows_from_run(result))
+        for ev in result["evals"]:
+            for key, value in (ev.get("train") or {}).items():
+                stats.append(dict(study=result["study"], variant=result["variant"],
+                                  seed=result["seed"], step=int(ev["step"]), stat=key,
+                                  value=value))
+    with open(baseline_file) as fh:
+        baseline = json.load(fh)
+    rows.extend(_rows_from_run(baseline))
+    df = pd.DataFrame(rows, columns=["study", "variant", "seed", "step", "class", "IoU"])
+    df = df.sort_values(["variant", "seed", "step", "class"]).reset_index(drop=True)
+    _atomic_csv(df, out_csv)
+    _atomic_csv(pd.DataFrame(stats, columns=["study", "variant", "seed", "step", "stat",
+                                             "value"]), stats_csv)
+    return df
+
+
+def _atomic_csv(df: pd.DataFrame, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def final_table(df: pd.DataFrame, control: str = "control") -> pd.DataFrame:
+    """Final mIoU per variant: mean ± std over seeds, Δ vs control paired by seed, 95 % CI."""
+    miou = df[(df["class"] == "mIoU") & (df["variant"] != "baseline")]
+    last = miou.loc[miou.groupby(["variant", "seed"])["step"].idxmax()]
+    final = last.pivot(index="seed", columns="variant", values="IoU")
+    out = []
+    for variant in final.columns:
+        values = final[variant].dropna()
+        row = dict(variant=variant, n=len(values), mean=values.mean(),
+                   std=values.std(ddof=1) if len(values) > 1 else float("nan"))
+        if control in final.columns:
+            diff = (final[variant] - final[control]).dropna()
+            n = len(diff)
+            row["delta"] = diff.mean()
+            half = (t975(n - 1) * diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+            row["ci_low"], row["ci_high"] = row["delta"] - half, row["delta"] + half
+        out.append(row)
+    table = pd.DataFrame(out).sort_values("mean", ascending=False).reset_index(drop=True)
+    return table
+
+
+def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
+    last_step = df[df["variant"] != "baseline"].groupby(["variant", "seed"])["step"].transform("max")
+    sub = df[(df["variant"] != "baseline")]
+    sub = sub[sub["step"] == last_step]
+    return sub.pivot_table(index="variant", columns="class", values="IoU", aggfunc="mean")
+
+
+def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str]) -> List[str]:
+    os.makedirs(out_dir, exist_ok=True)
+    final = final_table(df)
+    shown = pd.DataFrame({
+        "variant": final["variant"],
+        "description": [labels.get(v, v) for v in final["variant"]],
+        "seeds": final["n"],
+        "final mIoU (%)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
+        "Δ vs control (95% CI)": [
+            f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
+            for d, lo, hi in zip(final.get("delta", np.nan), final.get("ci_low", np.nan),
+                                 final.get("ci_high", np.nan))],
+    })
+    per_class = per_class_table(df).round(2)
+    written = []
+    for name, table in (("final_miou", shown), ("per_class_iou", per_class.reset_index())):
+        md = os.path.join(out_dir, f"{name}.md")
+        with open(md, "w") as fh:
+            fh.write(_markdown(table))
+        tex = os.path.join(out_dir, f"{name}.tex")
+        with open(tex, "w") as fh:
+            fh.write(_latex(table))
+        written += [md, tex]
+    final.to_csv(os.path.join(out_dir, "final_miou.csv"), index=False)
+    return written
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    cols = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in table.iterrows():
+        lines.append("| " + " | ".join(_fmt(v) for v in row.values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _latex(table: pd.DataFrame) -> str:
+    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")  # noqa: E731
+    cols = [esc(c) for c in table.columns]
+    lines = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\hline", " & ".join(cols) + r" \\",
+             r"\hline"]
+    for _, row in table.iterrows():
+        lines.append(" & ".join(esc(_fmt(v)) for v in row.values) + r" \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)

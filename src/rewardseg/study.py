@@ -1,0 +1,258 @@
+"""Study configs: validation, per-run specs, and the mmseg config of each stage.
+
+A *study* (``configs/studies/*.yaml``) names a dataset, a model config, the CE baseline
+schedule, a reference tuning configuration and variants (each overriding fields of the
+reference). A *run spec* is the fully resolved dict for one stage of one run: it is what
+``rewardseg stage`` consumes and what the run directory records.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+import yaml
+
+RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "loss",
+              "baseline", "alpha", "num_samples", "sample_at", "ema_momentum", "ce_weight",
+              "aux_head", "class_weight_smoothing", "experiment", "label")
+TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, baseline="rloo", alpha=0.1, num_samples=2,
+                       sample_at="logits", ema_momentum=0.9, ce_weight=0.0, aux_head=True,
+                       class_weight_smoothing=None)
+
+
+class StudyError(ValueError):
+    """A study config that cannot run; the message names the key."""
+
+
+def load_study(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        raise StudyError(f"study config {path!r} does not exist")
+    with open(path) as fh:
+        study = yaml.safe_load(fh)
+    if not isinstance(study, dict):
+        raise StudyError(f"{path}: expected a mapping at the top level")
+    return check_study(study, source=path)
+
+
+def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str, Any]:
+    """Checks beyond the JSON schema (cross-field rules); returns the study."""
+    for key in ("study", "seeds", "dataset", "model", "baseline", "tuning", "variants"):
+        if key not in study:
+            raise StudyError(f"{source}: missing required key '{key}'")
+    base = study["baseline"]
+    for key in ("iters", "checkpoint_interval", "eval_interval"):
+        if not isinstance(base.get(key), int) or base[key] < 1:
+            raise StudyError(f"{source}: baseline.{key} must be a positive integer")
+    variants = study["variants"]
+    if not isinstance(variants, dict) or not variants:
+        raise StudyError(f"{source}: 'variants' must be a non-empty mapping")
+    for name, fields in variants.items():
+        unknown = sorted(set(fields or {}) - set(RUN_FIELDS))
+        if unknown:
+            raise StudyError(f"{source}: variants.{name}: unknown field '{unknown[0]}' "
+                             f"(valid: {', '.join(RUN_FIELDS)})")
+        spec = variant_fields(study, name)
+        start = spec["start"]
+        if start % base["checkpoint_interval"] or not 0 < start <= base["iters"]:
+            raise StudyError(
+                f"{source}: variants.{name}.start = {start} must be a multiple of "
+                f"baseline.checkpoint_interval ({base['checkpoint_interval']}) in "
+                f"(0, baseline.iters = {base['iters']}]")
+        if start % base["eval_interval"]:
+            raise StudyError(f"{source}: variants.{name}.start = {start} must be a multiple "
+                             f"of baseline.eval_interval ({base['eval_interval']})")
+        if spec["loss"] == "reinforce" and spec["baseline"] == "rloo" and spec["num_samples"] < 2:
+            raise StudyError(f"{source}: variants.{name}: baseline 'rloo' needs "
+                             "num_samples >= 2")
+        if spec["loss"] == "weighted_ce" and spec["baseline"] not in ("batch_loo", "none"):
+            raise StudyError(f"{source}: variants.{name}: loss 'weighted_ce' takes baseline "
+                             f"'batch_loo' or 'none', not {spec['baseline']!r}")
+    return study
+
+
+def variant_fields(study: Dict[str, Any], variant: str) -> Dict[str, Any]:
+    if variant not in study["variants"]:
+        raise StudyError(f"unknown variant {variant!r}; the study has: "
+                         f"{', '.join(study['variants'])}")
+    fields = dict(TUNING_DEFAULTS)
+    fields.update(study["tuning"])
+    fields.update(study["variants"][variant] or {})
+    return fields
+
+
+def experiments(study: Dict[str, Any]) -> Dict[str, List[str]]:
+    """Experiment name -> variants shown in its figure (``all`` joins every one)."""
+    groups: Dict[str, List[str]] = {}
+    everywhere = []
+    for name in study["variants"]:
+        exp = variant_fields(study, name).get("experiment") or []
+        exp = [exp] if isinstance(exp, str) else list(exp)
+        if "all" in exp:
+            everywhere.append(name)
+            continue
+        for e in exp:
+            groups.setdefault(e, []).append(name)
+    return {e: everywhere + v for e, v in groups.items()}
+
+
+def data_root(study: Dict[str, Any], data_dir: str = "data") -> str:
+    return os.path.join(data_dir, study["dataset"]["name"])
+
+
+def baseline_spec(study: Dict[str, Any], data_dir: str = "data") -> Dict[str, Any]:
+    base = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0)
+    base.update(study["baseline"])
+    return dict(stage="baseline", study=study["study"], variant="baseline", seed=base["seed"],
+                model_config=study["model"]["config"], data_root=data_root(study, data_dir),
+                iters=base["iters"], eval_interval=base["eval_interval"],
+                checkpoint_interval=base["checkpoint_interval"], batch_size=base["batch_size"],
+                lr=base["lr"], min_lr=base["min_lr"], loss="ce", aux_head=True,
+                class_weight_smoothing=None, load_from=None)
+
+
+def tune_spec(study: Dict[str, Any], variant: str, seed: int, work_dir: str = "work",
+              data_dir: str = "data") -> Dict[str, Any]:
+    fields = variant_fields(study, variant)
+    fields.pop("experiment", None)
+    fields.pop("label", None)
+    spec = dict(stage="tune", study=study["study"], variant=variant, seed=int(seed),
+                model_config=study["model"]["config"], data_root=data_root(study, data_dir),
+                checkpoint_interval=fields["eval_interval"], **fields)
+    spec["load_from"] = os.path.join(work_dir, study["study"], "baseline",
+                                     f"iter_{fields['start']}.pth")
+    smoothing = fields.get("class_weight_smoothing")
+    spec["class_weight"] = (None if smoothing is None else
+                            os.path.join(spec["data_root"], f"class_weights_s{smoothing:g}.json"))
+    return spec
+
+
+# ---------------------------------------------------------------- mmseg config of a run
+def _loss_decode(spec: Dict[str, Any]):
+    loss = spec["loss"]
+    if loss == "ce":
+        weight = spec.get("class_weight")
+        cfg = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
+        if weight:
+            from .models.losses import load_class_weight
+
+            cfg["class_weight"] = load_class_weight(weight)
+        return "ASPPHead", [cfg]
+    if loss == "lovasz":
+        return "ASPPHead", [dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
+                                 reduction="mean", loss_weight=1.0)]
+    cfg = dict(type="RewardLoss", estimator=loss, baseline=spec["baseline"],
+               alpha=spec["alpha"], class_weight=spec.get("class_weight"))
+    if loss == "reinforce":
+        cfg.update(num_samples=spec["num_samples"], sample_at=spec["sample_at"],
+                   ema_momentum=spec["ema_momentum"], ce_weight=spec["ce_weight"])
+    return "RewardASPPHead", [cfg]
+
+
+def build_run_config(spec: Dict[str, Any]):
+    """The mmengine Config of one run spec (baseline or tune)."""
+    from mmengine.config import Config
+
+    import rewardseg  # noqa: F401
+
+    if not os.path.isfile(spec["model_config"]):
+        raise StudyError(f"model.config: {spec['model_config']!r} does not exist")
+    cfg = Config.fromfile(spec["model_config"])
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        if loader in cfg:
+            cfg[loader].dataset.data_root = spec["data_root"]
+    cfg.train_dataloader.batch_size = spec["batch_size"]
+    iters = spec["iters"]
+    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters,
+                         val_interval=spec["eval_interval"])
+    cfg.optim_wrapper.optimizer.lr = spec["lr"]
+    cfg.param_scheduler = [dict(type="PolyLR", eta_min=spec["min_lr"], power=0.9, begin=0,
+                                end=iters, by_epoch=False)]
+    keep = None if spec["stage"] == "baseline" else 1  # baseline: every start point
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False,
+                                        interval=spec["checkpoint_interval"],
+                                        max_keep_ckpts=keep if keep else -1, save_last=True)
+    cfg.default_hooks.logger = dict(type="LoggerHook", interval=10, log_metric_by_epoch=False)
+    cfg.default_hooks.pop("visualization", None)
+    head_type, losses = _loss_decode(spec)
+    cfg.model.decode_head.type = head_type
+    cfg.model.decode_head.loss_decode = losses
+    if not spec.get("aux_head", True):
+        cfg.model.auxiliary_head = None
+    return cfg
+
+
+# ---------------------------------------------------------------- running a stage
+def run_stage(spec: Dict[str, Any], work_dir: str) -> Dict[str, Any]:
+    """Train one run; resumes from ``work_dir``'s last checkpoint when there is one.
+
+    Writes ``work_dir/run.json`` (spec, seed, git commit, package versions, wall time)
+    last and atomically: the workflow takes the run as complete only when it exists.
+    """
+    from mmengine.runner import Runner
+
+    from .provenance import git_commit, package_versions
+    from .train import prepare_config
+
+    os.makedirs(work_dir, exist_ok=True)
+    record_path = os.path.join(work_dir, "run.json")
+    if os.path.exists(record_path):
+        os.remove(record_path)  # being re-run: no stale completion marker
+    resume = os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
+    load_from = None if resume else spec.get("load_from")
+    if load_from and not os.path.isfile(load_from):
+        raise StudyError(f"start checkpoint {load_from!r} does not exist (run the baseline)")
+    cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"], resume=resume,
+                         load_from=load_from)
+    cfg.dump(os.path.join(work_dir, "config.py"))
+    t0 = time.time()
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    record = dict(spec=spec, seed=spec["seed"], resumed=resume, git_commit=git_commit(),
+                  versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
+                  final_iter=int(runner.iter), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    tmp = record_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, indent=2)
+    os.replace(tmp, record_path)
+    return record
+
+
+def read_val_metrics(work_dir: str) -> List[Dict[str, Any]]:
+    """Validation records of a run, one per step (a resumed run's repeat keeps the last)."""
+    path = os.path.join(work_dir, "val_metrics.jsonl")
+    by_step: Dict[int, Dict[str, Any]] = {}
+    if os.path.isfile(path):
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    rec = json.loads(line)
+                    by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def collect_run(work_dir: str, out: str, baseline_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Turn a finished run into ``results/.../seed<k>.json``: per-step mIoU and per-class
+    IoU, training statistics, provenance. Step 0 is the start checkpoint's evaluation
+    from the baseline run."""
+    with open(os.path.join(work_dir, "run.json")) as fh:
+        record = json.load(fh)
+    spec = record["spec"]
+    evals = []
+    if baseline_dir is not None and spec.get("stage") == "tune":
+        for rec in read_val_metrics(baseline_dir):
+            if rec["step"] == spec["start"]:
+                evals.append(dict(step=0, metrics=rec["metrics"], train={}))
+    evals += read_val_metrics(work_dir)
+    if len(evals) < 2:
+        raise StudyError(f"{work_dir}: no validation results recorded (val_metrics.jsonl)")
+    result = dict(study=spec["study"], variant=spec["variant"], seed=spec["seed"],
+                  spec=spec, evals=evals, provenance={k: record[k] for k in (
+                      "git_commit", "versions", "wall_time_s", "resumed", "finished")})
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(result, fh, indent=1)
+    os.replace(tmp, out)
+    return result

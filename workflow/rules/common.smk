@@ -1,0 +1,56 @@
+# Config loading, validation and input functions. The science lives in src/rewardseg.
+import json
+
+from snakemake.utils import validate
+
+from rewardseg.study import (StudyError, baseline_spec, check_study, experiments,
+                             tune_spec, variant_fields)
+
+validate(config, schema="../schemas/study.schema.yaml")
+try:
+    check_study(config, source="study config")
+except StudyError as err:
+    raise WorkflowError(str(err)) from None
+
+STUDY = config["study"]
+SEEDS = [int(s) for s in config["seeds"]]
+VARIANTS = list(config["variants"])
+DATASET = config["dataset"]["name"]
+SMOOTHINGS = sorted({variant_fields(config, v)["class_weight_smoothing"]
+                     for v in VARIANTS} - {None})
+
+
+wildcard_constraints:
+    study=STUDY,
+    variant="|".join(VARIANTS).replace(".", r"\."),
+    seed=r"\d+",
+    dataset=DATASET,
+
+
+def run_results():
+    return expand("results/{study}/runs/{variant}/seed{seed}.json", study=STUDY,
+                  variant=VARIANTS, seed=SEEDS)
+
+
+def class_weight_inputs(wildcards):
+    smoothing = variant_fields(config, wildcards.variant)["class_weight_smoothing"]
+    if smoothing is None:
+        return []
+    return [f"data/{DATASET}/class_weights_s{smoothing:g}.json"]
+
+
+def tune_spec_json(wildcards):
+    return json.dumps(tune_spec(config, wildcards.variant, int(wildcards.seed)), sort_keys=True)
+
+
+def baseline_spec_json(wildcards):
+    return json.dumps(baseline_spec(config), sort_keys=True)
+
+
+def all_outputs():
+    return [f"results/{STUDY}/metrics.csv", f"results/{STUDY}/report.done"]
+
+
+FIGURES = [f"exp_{name}" for name in experiments(config)] + [
+    "delta_vs_control", "per_class_iou", "estimator_variance"]
+TABLES = [f"{t}.{ext}" for t in ("final_miou", "per_class_iou") for ext in ("md", "tex")]
