@@ -48,7 +48,7 @@ def baseline_spec_json(wildcards):
 
 
 def all_outputs():
-    return [f"results/{STUDY}/metrics.csv", f"results/{STUDY}/report.done"]
+    return run_results() + [f"results/{STUDY}/metrics.csv", f"results/{STUDY}/report.done"]
 
 
 FIGURES = [f"exp_{name}" for name in experiments(config)] + [

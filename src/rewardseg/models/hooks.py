@@ -39,19 +39,41 @@ class RNGStateHook(Hook):
     masks and the reward losses' samples would differ from an uninterrupted run. The
     torch generators (CPU, CUDA) are restored just before the first resumed
     iteration; numpy and ``random`` are left to mmengine, whose data-loader fast-forward
-    already replays them.
+    already replays them. Validation is made RNG-neutral (the torch state is put back
+    after it: building the val loader's iterator draws from the global generator), so a
+    run resumed from a checkpoint saved just before a validation matches one that ran it.
     """
 
     priority = "VERY_HIGH"
 
     def __init__(self):
         self._pending = None
+        self._before_val = None
 
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+    @staticmethod
+    def _state():
         state = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             state["cuda"] = torch.cuda.get_rng_state_all()
-        checkpoint["rewardseg_rng"] = state
+        return state
+
+    @staticmethod
+    def _restore(state):
+        torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available():
+            if len(state["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(state["cuda"])
+
+    def before_val(self, runner) -> None:
+        self._before_val = self._state()
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            self._restore(self._before_val)
+            self._before_val = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint["rewardseg_rng"] = self._state()
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         self._pending = checkpoint.get("rewardseg_rng")
@@ -60,11 +82,7 @@ class RNGStateHook(Hook):
         state, self._pending = self._pending, None
         if state is None or runner.iter == 0:  # a plain load_from: keep this seed's RNG
             return
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            cuda_states = state["cuda"]
-            if len(cuda_states) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(cuda_states)
+        self._restore(state)
 
 
 __all__ = ["NonFiniteLossHook", "RNGStateHook"]

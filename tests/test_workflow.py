@@ -1,0 +1,167 @@
+"""The Snakemake DAG on the smoke study, schema rejection, determinism, kill and resume."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO
+from rewardseg.study import StudyError, check_study, load_study, tune_spec
+
+BIN = os.path.dirname(sys.executable)
+ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), OMP_NUM_THREADS="1")
+
+
+def copy_workflow(dest):
+    os.makedirs(dest, exist_ok=True)
+    for name in ("Snakefile", "workflow", "configs"):
+        src = os.path.join(REPO, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(dest, name))
+        else:
+            shutil.copy(src, dest)
+    return str(dest)
+
+
+def snakemake(cwd, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
+                          cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    snakemake(root, "--configfile", "configs/studies/smoke.yaml")
+    return root
+
+
+def test_dag_outputs_exist_and_agree(smoke):
+    study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
+    metrics = pd.read_csv(os.path.join(smoke, "results/smoke/metrics.csv"))
+    assert list(metrics.columns) == ["study", "variant", "seed", "step", "class", "IoU"]
+    assert set(metrics["variant"]) == set(study["variants"]) | {"baseline"}
+    assert set(metrics[metrics.variant == "control"]["seed"]) == {0, 1}
+    assert set(metrics[metrics.variant == "control"]["step"]) == {0, 2, 4}
+    # the table's numbers are the metrics.csv numbers
+    final = pd.read_csv(os.path.join(smoke, "paper/tables/smoke/final_miou.csv"))
+    miou = metrics[(metrics["class"] == "mIoU") & (metrics["step"] == 4)]
+    for _, row in final.iterrows():
+        values = miou[miou.variant == row.variant]["IoU"]
+        assert row["mean"] == pytest.approx(values.mean())
+        md = open(os.path.join(smoke, "paper/tables/smoke/final_miou.md")).read()
+        assert f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" in md
+    for name in ("exp_baseline", "exp_weights", "delta_vs_control", "per_class_iou",
+                 "estimator_variance"):
+        for ext in ("png", "pdf"):
+            path = os.path.join(smoke, f"figures/smoke/{name}.{ext}")
+            assert os.path.getsize(path) > 5000, path
+    # every run directory records its provenance
+    run = json.load(open(os.path.join(smoke, "work/smoke/reference/seed0/run.json")))
+    assert run["seed"] == 0 and run["spec"]["variant"] == "reference"
+    assert "torch" in run["versions"] and run["wall_time_s"] > 0
+    assert os.path.isfile(os.path.join(smoke, "work/smoke/reference/seed0/config.py"))
+
+
+def test_rerun_is_a_no_op_and_deleted_run_is_reproduced(smoke):
+    proc = snakemake(smoke, "--configfile", "configs/studies/smoke.yaml", "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    path = os.path.join(smoke, "results/smoke/runs/reference/seed1.json")
+    before = json.load(open(path))["evals"]
+    shutil.rmtree(os.path.join(smoke, "work/smoke/reference/seed1"))
+    os.remove(path)
+    snakemake(smoke, "--configfile", "configs/studies/smoke.yaml")
+    after = json.load(open(path))["evals"]
+    assert [e["metrics"] for e in after] == [e["metrics"] for e in before]
+
+
+def test_kill_and_resume_continues_from_checkpoint(smoke, tmp_path):
+    study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
+    spec = tune_spec(study, "reference", 0, work_dir=os.path.join(smoke, "work"),
+                     data_dir=os.path.join(smoke, "data"))
+    spec.update(iters=40, eval_interval=10, checkpoint_interval=10)
+    cmd = [os.path.join(BIN, "rewardseg"), "stage", "--spec", json.dumps(spec), "--work-dir"]
+    straight = tmp_path / "straight"
+    subprocess.run(cmd + [str(straight)], env=ENV, cwd=smoke, check=True, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + [str(killed)], env=ENV, cwd=smoke, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (killed / "iter_10.pth").exists() and time.time() < deadline:
+        time.sleep(0.2)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "run.json").exists()  # not taken as complete
+    subprocess.run(cmd + [str(killed)], env=ENV, cwd=smoke, check=True, capture_output=True)
+    record = json.load(open(killed / "run.json"))
+    assert record["resumed"] is True
+    log = "".join(open(p).read() for p in killed.glob("*/*.log"))
+    assert "Resumed" in log or "resumed" in log
+    a = [json.loads(l) for l in open(straight / "val_metrics.jsonl")]
+    b = {}
+    for line in open(killed / "val_metrics.jsonl"):
+        rec = json.loads(line)
+        b[rec["step"]] = rec
+    assert [r["metrics"] for r in a] == [b[r["step"]]["metrics"] for r in a]
+
+
+def test_same_seed_same_numbers(smoke, tmp_path):
+    """Determinism on CPU: the DAG's control seed 0 run, again in a fresh work dir."""
+    study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
+    spec = tune_spec(study, "control", 0, work_dir=os.path.join(smoke, "work"),
+                     data_dir=os.path.join(smoke, "data"))
+    subprocess.run([os.path.join(BIN, "rewardseg"), "stage", "--spec", json.dumps(spec),
+                    "--work-dir", str(tmp_path / "again")], env=ENV, cwd=smoke, check=True,
+                   capture_output=True)
+    again = [json.loads(l)["metrics"] for l in open(tmp_path / "again/val_metrics.jsonl")]
+    first = [json.loads(l)["metrics"]
+             for l in open(os.path.join(smoke, "work/smoke/control/seed0/val_metrics.jsonl"))]
+    assert again == first
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(sedes=[0]), "sedes"),
+    (lambda c: c["baseline"].update(iters="many"), "many"),
+    (lambda c: c["variants"]["reference"].update(learning_rate=0.1), "learning_rate"),
+    (lambda c: c["variants"]["reference"].update(loss="ppo"), "ppo"),
+])
+def test_bad_study_config_fails_before_any_job(tmp_path, edit, message):
+    root = copy_workflow(tmp_path / "wf")
+    with open(os.path.join(root, "configs/studies/smoke.yaml")) as fh:
+        cfg = yaml.safe_load(fh)
+    edit(cfg)
+    with open(os.path.join(root, "bad.yaml"), "w") as fh:
+        yaml.safe_dump(cfg, fh)
+    proc = snakemake(root, "--configfile", "bad.yaml", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not os.path.exists(os.path.join(root, "data"))
+
+
+def test_cross_field_rules_name_the_key():
+    study = load_study(os.path.join(REPO, "configs/studies/smoke.yaml"))
+    study["variants"]["reference"]["start"] = 3
+    with pytest.raises(StudyError, match="variants.reference.start = 3 must be a multiple"):
+        check_study(study)
+    study["variants"]["reference"] = {"momentum": 0.9}
+    with pytest.raises(StudyError, match="variants.reference: unknown field 'momentum'"):
+        check_study(study)
+
+
+def test_default_study_dry_run_lists_every_run():
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--cores", "1"], cwd=REPO,
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    study = load_study(os.path.join(REPO, "configs/studies/default.yaml"))
+    runs = len(study["variants"]) * len(study["seeds"])
+    out = proc.stdout + proc.stderr
+    assert any(line.split() == ["tune", str(runs)] for line in out.splitlines()), out[-2000:]
