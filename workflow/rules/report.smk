@@ -3,6 +3,8 @@ rule study_config:
         "results/{study}/study.yaml",
     params:
         study=lambda wc: config,
+    log:
+        "logs/{study}/study_config.log",
     run:
         import yaml
 
