@@ -1,4 +1,7 @@
 import os
+import shutil
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -8,6 +11,37 @@ warnings.filterwarnings("ignore", category=UserWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), OMP_NUM_THREADS="1")
+
+
+def copy_workflow(dest):
+    os.makedirs(dest, exist_ok=True)
+    for name in ("Snakefile", "workflow", "configs", "paper"):
+        src = os.path.join(REPO, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(dest, name))
+        else:
+            shutil.copy(src, dest)
+    return str(dest)
+
+
+def snakemake(cwd, *args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
+                          cwd=cwd, env=ENV, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory):
+    """The whole DAG on the smoke study, once per session, in a copy of the workflow."""
+    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    snakemake(root, "--configfile", "configs/studies/smoke.yaml")
+    return root
+
+
 
 
 def write_label_dataset(root, n=4, h=32, w=64, classes=3, seed=0, split="train"):

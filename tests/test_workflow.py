@@ -11,38 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import BIN, ENV, REPO, copy_workflow, snakemake
 from rewardseg.study import StudyError, check_study, load_study, tune_spec
-
-BIN = os.path.dirname(sys.executable)
-ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), OMP_NUM_THREADS="1")
-
-
-def copy_workflow(dest):
-    os.makedirs(dest, exist_ok=True)
-    for name in ("Snakefile", "workflow", "configs"):
-        src = os.path.join(REPO, name)
-        if os.path.isdir(src):
-            shutil.copytree(src, os.path.join(dest, name))
-        else:
-            shutil.copy(src, dest)
-    return str(dest)
-
-
-def snakemake(cwd, *args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", *args],
-                          cwd=cwd, env=ENV, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    root = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    snakemake(root, "--configfile", "configs/studies/smoke.yaml")
-    return root
-
 
 def test_dag_outputs_exist_and_agree(smoke):
     study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))

@@ -75,6 +75,26 @@ def _cmd_report(ns) -> int:
     return 0
 
 
+def _cmd_qualitative(ns) -> int:
+    from .plots import qualitative_figure
+    from .study import load_study
+
+    written = qualitative_figure(load_study(ns.study), ns.metrics, ns.work_root, ns.out,
+                                 num_images=ns.num_images, seed=ns.seed)
+    print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _cmd_slides(ns) -> int:
+    from .slides import build_slides
+    from .study import load_study
+
+    out = build_slides(ns.template, load_study(ns.study), ns.metrics, ns.out,
+                       paper_dir=ns.paper_dir)
+    print(f"wrote {out}")
+    return 0
+
+
 def _cmd_env(ns) -> int:
     from .provenance import package_versions
 
@@ -151,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--figures", required=True, help="figures/<study>")
     p.add_argument("--tables", required=True, help="paper/tables/<study>")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("qualitative", help="panel of val predictions: control vs best variant")
+    p.add_argument("--study", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--work-root", default="work")
+    p.add_argument("--out", required=True, help="PNG to write (a PDF beside it)")
+    p.add_argument("--num-images", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_qualitative)
+
+    p = sub.add_parser("slides", help="build a study's Marp deck from paper/slides.md")
+    p.add_argument("--template", default="paper/slides.md")
+    p.add_argument("--study", required=True)
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--paper-dir", default="paper")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_cmd_slides)
 
     p = sub.add_parser("env", help="print the versions of the packages that matter")
     p.set_defaults(func=_cmd_env)

@@ -122,3 +122,88 @@ def make_report(study: dict, metrics_csv: str, stats_csv: str, fig_dir: str,
     written += variance_figure(stats, labels, os.path.join(fig_dir, "estimator_variance.png"))
     written += write_tables(df, table_dir, labels)
     return written
+
+
+def _last_checkpoint(run_dir: str) -> str:
+    marker = os.path.join(run_dir, "last_checkpoint")
+    if not os.path.isfile(marker):
+        raise FileNotFoundError(f"{run_dir}: no last_checkpoint (has the run finished?)")
+    with open(marker) as fh:
+        path = fh.read().strip()
+    if not os.path.isabs(path) and not os.path.isfile(path):
+        path = os.path.join(run_dir, os.path.basename(path))
+    return path
+
+
+def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: str,
+                       num_images: int = 3, seed: int = 0, control: str = "control") -> List[str]:
+    """A few val images: input, ground truth, the control's and the best variant's
+    predictions (seed ``seed``), in the class palette."""
+    import glob
+
+    from matplotlib.patches import Patch
+    from mmseg.apis import inference_model, init_model
+    from PIL import Image
+
+    import rewardseg.models  # noqa: F401
+
+    from .report import final_table
+
+    table = final_table(pd.read_csv(metrics_csv))
+    best = table[table["variant"] != control].iloc[0]["variant"]
+    labels = {v: (study["variants"][v] or {}).get("label", v) for v in study["variants"]}
+    models = {}
+    for variant in (control, best):
+        run_dir = os.path.join(work_root, study["study"], variant, f"seed{seed}")
+        cfg = os.path.join(run_dir, "config.py")
+        models[variant] = init_model(cfg, _last_checkpoint(run_dir), device="cpu")
+    model = models[control]
+    meta = model.dataset_meta or {}
+    classes = list(meta.get("classes", []))
+    palette = np.array(meta.get("palette", []), dtype=np.uint8)
+    data_root = model.cfg.val_dataloader.dataset.data_root
+    prefix = model.cfg.val_dataloader.dataset.data_prefix
+    img_suffix = model.cfg.val_dataloader.dataset.get("img_suffix", "_leftImg8bit.png")
+    seg_suffix = model.cfg.val_dataloader.dataset.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
+    images = sorted(glob.glob(os.path.join(data_root, prefix["img_path"], "**", f"*{img_suffix}"),
+                              recursive=True))[:num_images]
+    if not images:
+        raise FileNotFoundError(f"no validation images under {data_root}")
+
+    def colour(label):
+        out = np.zeros(label.shape + (3,), dtype=np.uint8)
+        valid = label < len(palette)
+        out[valid] = palette[label[valid]]
+        return out
+
+    fig, axes = plt.subplots(len(images), 4, figsize=(12, 2.2 * len(images) + 0.8), squeeze=False)
+    titles = ["input", "ground truth", labels.get(control, control), f"best: {labels.get(best, best)}"]
+    for row, path in enumerate(images):
+        rel = os.path.relpath(path, os.path.join(data_root, prefix["img_path"]))
+        gt_path = os.path.join(data_root, prefix["seg_map_path"], rel[: -len(img_suffix)] + seg_suffix)
+        img = np.asarray(Image.open(path).convert("RGB"))
+        gt = np.asarray(Image.open(gt_path))
+        preds = [inference_model(models[v], path).pred_sem_seg.data[0].cpu().numpy()
+                 for v in (control, best)]
+        for col, panel in enumerate([img, colour(gt)] + [colour(p) for p in preds]):
+            ax = axes[row, col]
+            ax.imshow(panel)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=9)
+    handles = [Patch(color=np.array(palette[i]) / 255.0, label=name) for i, name in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8,
+               frameon=False)
+    fig.suptitle(f"{study['study']}: validation predictions (seed {seed}); black = ignored")
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+    return _save_tight(fig, out_png)
+
+
+def _save_tight(fig, path_png: str) -> List[str]:
+    os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
+    fig.savefig(path_png, dpi=110)
+    pdf = os.path.splitext(path_png)[0] + ".pdf"
+    fig.savefig(pdf)
+    plt.close(fig)
+    return [path_png, pdf]

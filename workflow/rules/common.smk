@@ -1,5 +1,6 @@
 # Config loading, validation and input functions. The science lives in src/rewardseg.
 import json
+import shutil
 
 from snakemake.utils import validate
 
@@ -47,8 +48,25 @@ def baseline_spec_json(wildcards):
     return json.dumps(baseline_spec(config), sort_keys=True)
 
 
+MARP_CLI = "@marp-team/marp-cli@4.5.1"
+HAVE_NODE = shutil.which("npx") is not None
+if not HAVE_NODE:
+    logger.warning("Node.js (npx) not found: the slides are built as Marp markdown "
+                   f"(paper/build/{STUDY}/slides.md) but not rendered to HTML; install "
+                   "Node.js >= 18 and run `snakemake slides` to render them.")
+
+
 def all_outputs():
-    return run_results() + [f"results/{STUDY}/metrics.csv", f"results/{STUDY}/report.done"]
+    outputs = run_results() + [
+        f"results/{STUDY}/metrics.csv",
+        f"results/{STUDY}/report.done",
+        f"figures/{STUDY}/qualitative.png",
+        f"results/{STUDY}/results.html",
+        f"paper/build/{STUDY}/slides.md",
+    ]
+    if HAVE_NODE:
+        outputs.append(f"paper/build/{STUDY}/slides.html")
+    return outputs
 
 
 FIGURES = [f"exp_{name}" for name in experiments(config)] + [
