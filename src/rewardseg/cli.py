@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 from typing import List, Optional
 
@@ -30,9 +32,18 @@ def _cmd_class_weights(ns) -> int:
 
 def _cmd_stage(ns) -> int:
     from .study import run_stage
+    from .train import distributed_rank, torchrun_command
 
     spec = json.loads(ns.spec)
-    record = run_stage(spec, ns.work_dir)
+    if ns.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        # one job, several processes: relaunch under torchrun (mmengine's pytorch launcher)
+        cmd = torchrun_command(ns.nproc, ["stage", "--spec", ns.spec, "--work-dir",
+                                          ns.work_dir])
+        return subprocess.call(cmd)
+    launcher = "pytorch" if "LOCAL_RANK" in os.environ else "none"
+    record = run_stage(spec, ns.work_dir, launcher=launcher)
+    if distributed_rank() != 0:
+        return 0
     print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}: {record['final_iter']} "
           f"iterations in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
     return 0
@@ -95,6 +106,15 @@ def _cmd_slides(ns) -> int:
     return 0
 
 
+def _cmd_plan(ns) -> int:
+    from .plan import format_plan, plan
+    from .study import load_study
+
+    study = load_study(ns.configfile)
+    print(format_plan(study, plan(study, work_root=ns.work_root)))
+    return 0
+
+
 def _cmd_env(ns) -> int:
     from .provenance import package_versions
 
@@ -148,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "resumes from the work dir's last checkpoint")
     p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.study)")
     p.add_argument("--work-dir", required=True)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes (one per GPU) for distributed data-parallel training; "
+                        "global batch = nproc x batch_size. On a CPU: gloo processes")
     p.set_defaults(func=_cmd_stage)
 
     p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")
@@ -188,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paper-dir", default="paper")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_slides)
+
+    p = sub.add_parser("plan", help="jobs, GPUs and GPU-hours of a study, before submitting")
+    p.add_argument("--configfile", default="configs/studies/default.yaml")
+    p.add_argument("--work-root", default="work",
+                   help="where finished runs are looked for to measure seconds per step")
+    p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("env", help="print the versions of the packages that matter")
     p.set_defaults(func=_cmd_env)

@@ -184,7 +184,7 @@ def build_run_config(spec: Dict[str, Any]):
 
 
 # ---------------------------------------------------------------- running a stage
-def run_stage(spec: Dict[str, Any], work_dir: str) -> Dict[str, Any]:
+def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Dict[str, Any]:
     """Train one run; resumes from ``work_dir``'s last checkpoint when there is one.
 
     Writes ``work_dir/run.json`` (spec, seed, git commit, package versions, wall time)
@@ -193,29 +193,35 @@ def run_stage(spec: Dict[str, Any], work_dir: str) -> Dict[str, Any]:
     from mmengine.runner import Runner
 
     from .provenance import git_commit, package_versions
-    from .train import prepare_config
+    from .train import distributed_rank, init_cpu_process_group, prepare_config
 
     os.makedirs(work_dir, exist_ok=True)
     record_path = os.path.join(work_dir, "run.json")
-    if os.path.exists(record_path):
+    rank = distributed_rank()
+    if rank == 0 and os.path.exists(record_path):
         os.remove(record_path)  # being re-run: no stale completion marker
     resume = os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
     load_from = None if resume else spec.get("load_from")
     if load_from and not os.path.isfile(load_from):
         raise StudyError(f"start checkpoint {load_from!r} does not exist (run the baseline)")
     cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"], resume=resume,
-                         load_from=load_from)
-    cfg.dump(os.path.join(work_dir, "config.py"))
+                         load_from=load_from, launcher=launcher)
+    if rank == 0:
+        cfg.dump(os.path.join(work_dir, "config.py"))
     t0 = time.time()
+    init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     record = dict(spec=spec, seed=spec["seed"], resumed=resume, git_commit=git_commit(),
+                  world_size=world_size,
                   versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
                   final_iter=int(runner.iter), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    tmp = record_path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=2)
-    os.replace(tmp, record_path)
+    if rank == 0:
+        tmp = record_path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(record, fh, indent=2)
+        os.replace(tmp, record_path)
     return record
 
 

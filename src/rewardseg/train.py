@@ -56,11 +56,53 @@ def prepare_config(cfg: Config, work_dir: str, seed: Optional[int] = None,
     if load_from is not None:
         cfg.load_from = load_from
     cfg.launcher = launcher
-    if launcher == "none":
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    if launcher == "none" or not on_gpu:
+        # SyncBN needs a process group on GPUs; one process, or CPU processes (gloo),
+        # train with plain BN.
         model = cfg.model.to_dict() if hasattr(cfg.model, "to_dict") else dict(cfg.model)
         _replace_syncbn(model)
         cfg.model = model
+    if launcher != "none":
+        env_cfg = dict(cfg.get("env_cfg") or {})
+        dist_cfg = dict(env_cfg.get("dist_cfg") or {})
+        dist_cfg["backend"] = "nccl" if on_gpu else "gloo"
+        env_cfg["dist_cfg"] = dist_cfg
+        cfg.env_cfg = env_cfg
+        if not on_gpu and cfg.get("model_wrapper_cfg") is None:
+            # mmengine's default wrapper pins device_ids to a GPU
+            cfg.model_wrapper_cfg = dict(type="MMDistributedDataParallel", device_ids=None,
+                                         broadcast_buffers=False,
+                                         find_unused_parameters=False)
     return cfg
+
+
+def init_cpu_process_group(launcher: str) -> None:
+    """mmengine's pytorch launcher calls ``torch.cuda.set_device``, which a CPU build of
+    torch lacks; on a machine without GPUs start the gloo process group ourselves
+    (mmengine then uses it as is)."""
+    import torch
+    import torch.distributed as dist
+
+    if launcher == "none" or torch.cuda.is_available() or dist.is_initialized():
+        return
+    dist.init_process_group(backend="gloo")
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 when not distributed)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def torchrun_command(nproc: int, module_args: Sequence[str]) -> list:
+    """``python -m torch.distributed.run`` launching ``python -m rewardseg ...`` on
+    ``nproc`` local processes (one per GPU; gloo processes on a CPU)."""
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+            f"--nproc_per_node={int(nproc)}", "-m", "rewardseg", *module_args]
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
@@ -80,6 +122,7 @@ def train(config: str, work_dir: str, seed: Optional[int] = None, resume: bool =
 
     cfg = prepare_config(load_config(config, cfg_options), work_dir, seed=seed,
                          resume=resume, load_from=load_from, launcher=launcher)
+    init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
     return runner

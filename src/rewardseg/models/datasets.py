@@ -63,6 +63,8 @@ class ValMetricsRecorder(Hook):
                   "metrics": {k: float(v) for k, v in (metrics or {}).items()},
                   "train": {k: float(np.mean(v)) for k, v in self._train.items()}}
         self._train = {}
+        if runner.rank != 0:
+            return
         path = os.path.join(runner.work_dir, self.filename)
         with open(path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
