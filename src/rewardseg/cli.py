@@ -37,9 +37,14 @@ def _cmd_stage(ns) -> int:
     spec = json.loads(ns.spec)
     if ns.nproc > 1 and "LOCAL_RANK" not in os.environ:
         # one job, several processes: relaunch under torchrun (mmengine's pytorch launcher)
+        threads = max(1, (ns.threads or 0) // ns.nproc)
         cmd = torchrun_command(ns.nproc, ["stage", "--spec", ns.spec, "--work-dir",
-                                          ns.work_dir])
+                                          ns.work_dir, "--threads", str(threads)])
         return subprocess.call(cmd)
+    if ns.threads:
+        import torch
+
+        torch.set_num_threads(ns.threads)
     launcher = "pytorch" if "LOCAL_RANK" in os.environ else "none"
     record = run_stage(spec, ns.work_dir, launcher=launcher)
     if distributed_rank() != 0:
@@ -171,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nproc", type=int, default=1,
                    help="processes (one per GPU) for distributed data-parallel training; "
                         "global batch = nproc x batch_size. On a CPU: gloo processes")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads per process (0: torch's default)")
     p.set_defaults(func=_cmd_stage)
 
     p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")

@@ -1,9 +1,11 @@
 # Config loading, validation and input functions. The science lives in src/rewardseg.
 import json
+import os
 import shutil
 
 from snakemake.utils import validate
 
+from rewardseg.plan import stage_resources
 from rewardseg.study import (StudyError, baseline_spec, check_study, experiments,
                              tune_spec, variant_fields)
 
@@ -19,6 +21,35 @@ VARIANTS = list(config["variants"])
 DATASET = config["dataset"]["name"]
 SMOOTHINGS = sorted({variant_fields(config, v)["class_weight_smoothing"]
                      for v in VARIANTS} - {None})
+
+RESOURCES = {stage: stage_resources(config, stage) for stage in ("baseline", "tune")}
+# Cluster partition / account come from the environment, never from tracked files
+# (see slurm/README.md); unset means the cluster's defaults.
+SLURM = {key: os.environ[var] for key, var in (("slurm_partition", "REWARDSEG_SLURM_PARTITION"),
+                                               ("slurm_account", "REWARDSEG_SLURM_ACCOUNT"))
+         if os.environ.get(var)}
+
+
+
+def check_slurm_partition():
+    """A partition named in REWARDSEG_SLURM_PARTITION must exist (checked before any
+    job is submitted, where `sinfo` is available)."""
+    wanted = SLURM.get("slurm_partition")
+    if not wanted or shutil.which("sinfo") is None:
+        return
+    import subprocess
+
+    out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
+    partitions = sorted({p.strip().rstrip("*") for p in out.stdout.split()})
+    if out.returncode == 0 and wanted not in partitions:
+        raise WorkflowError(
+            f"REWARDSEG_SLURM_PARTITION={wanted!r} is not a partition of this cluster "
+            f"(sinfo lists: {', '.join(partitions) or 'none'}); set it to one of them or "
+            "unset it to use the cluster's default partition")
+
+
+if workflow.is_main_process:
+    check_slurm_partition()
 
 
 wildcard_constraints:
@@ -72,3 +103,21 @@ def all_outputs():
 FIGURES = [f"exp_{name}" for name in experiments(config)] + [
     "delta_vs_control", "per_class_iou", "estimator_variance"]
 TABLES = [f"{t}.{ext}" for t in ("final_miou", "per_class_iou") for ext in ("md", "tex")]
+
+
+# Everything but training runs on the submitting machine under `--profile slurm`.
+localrules:
+    all,
+    synthetic_data,
+    class_weights,
+    collect_run,
+    collect_baseline,
+    study_config,
+    aggregate,
+    report,
+    qualitative,
+    notebook,
+    notebook_html,
+    slides_markdown,
+    slides_html,
+    slides,

@@ -7,15 +7,18 @@ rule baseline:
     params:
         spec=baseline_spec_json,
         work_dir=lambda wc: f"work/{wc.study}/baseline",
+        nproc=max(1, RESOURCES["baseline"]["gpus"]),
     log:
         "logs/{study}/baseline.log",
-    threads: 1
+    threads: RESOURCES["baseline"]["cpus"]
     resources:
-        gpus=1,
-        runtime=60,
-        mem_mb=4000,
+        gpu=RESOURCES["baseline"]["gpus"],
+        runtime=RESOURCES["baseline"]["runtime"],
+        mem_mb=RESOURCES["baseline"]["mem_mb"],
+        **SLURM,
     shell:
-        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir} > {log} 2>&1"
+        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir}"
+        " --nproc {params.nproc} --threads {threads} > {log} 2>&1"
 
 
 rule tune:
@@ -27,12 +30,15 @@ rule tune:
     params:
         spec=tune_spec_json,
         work_dir=lambda wc: f"work/{wc.study}/{wc.variant}/seed{wc.seed}",
+        nproc=max(1, RESOURCES["tune"]["gpus"]),
     log:
         "logs/{study}/{variant}/seed{seed}.log",
-    threads: 1
+    threads: RESOURCES["tune"]["cpus"]
     resources:
-        gpus=1,
-        runtime=60,
-        mem_mb=4000,
+        gpu=RESOURCES["tune"]["gpus"],
+        runtime=RESOURCES["tune"]["runtime"],
+        mem_mb=RESOURCES["tune"]["mem_mb"],
+        **SLURM,
     shell:
-        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir} > {log} 2>&1"
+        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir}"
+        " --nproc {params.nproc} --threads {threads} > {log} 2>&1"
