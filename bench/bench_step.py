@@ -12,11 +12,15 @@ A step = ``model(**data, mode='loss')`` -> ``model.parse_losses`` -> ``backward`
 After ``--warmup`` steps per variant, the variants run round-robin for ``--rounds``
 rounds of ``--steps`` timed steps each (the order rotates every round), and the table
 reports the median seconds/step, its ratio to CE, and the median over rounds of the
-per-round ratio (paired, robust to slow drifts of a shared machine).
+per-round ratio (paired, robust to slow drifts of a shared machine). On the CPU it runs
+with one torch thread by default (``--threads 1``): with one thread per core, other jobs
+on a small shared machine make the threads wait for each other and the step times swing
+by 2-4x; ``--threads 0`` keeps torch's default.
 
 Usage::
 
     python bench/bench_step.py                     # CPU, defaults as specified
+    python bench/bench_step.py --threads 0         # CPU, torch's default thread count
     python bench/bench_step.py --device cuda --rounds 10 --steps 10
 
 This is a report, not a test: it prints PASS/MISS against the targets and exits 0.
@@ -132,14 +136,15 @@ def main(argv=None) -> int:
     parser.add_argument("--height", type=int, default=128)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=2, help="timed steps per variant and round")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch.set_num_threads (default: torch's default)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=1, help="timed steps per variant and round")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch.set_num_threads (default 1: far steadier on a shared, "
+                             "busy machine; 0 = torch's default, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    if args.threads:
+    if args.threads > 0:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -190,6 +195,7 @@ def main(argv=None) -> int:
         sync(device)
 
     times = {name: [] for name in names}
+    cpu_times = {name: [] for name in names}
     per_round = {name: [] for name in names}
     for r in range(args.rounds):
         order = names[r % len(names):] + names[:r % len(names)]
@@ -197,34 +203,54 @@ def main(argv=None) -> int:
             step_times = []
             for _ in range(args.steps):
                 sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 train_step(models[name], optimizers[name], data)
                 sync(device)
                 step_times.append(time.perf_counter() - t0)
+                cpu_times[name].append(time.process_time() - c0)
             times[name].extend(step_times)
             per_round[name].append(statistics.median(step_times))
     elapsed = time.perf_counter() - t_start
 
-    ce_med = statistics.median(times["ce"])
+    med = {n: statistics.median(times[n]) for n in names}
+    low = {n: min(times[n]) for n in names}
+    cpu = {n: statistics.median(cpu_times[n]) for n in names}
     print()
-    header = (f"{'variant':<28}{'median s/step':>14}{'min s/step':>12}{'ratio':>8}"
-              f"{'paired':>8}{'target':>8}  result")
+    header = (f"{'variant':<27}{'median s/step':>14}{'ratio':>7}{'target':>8}  {'result':<6}"
+              f"{'min s':>8}{'min ratio':>10}{'paired':>8}{'cpu s':>8}{'cpu ratio':>10}")
     print(header)
     print("-" * len(header))
     for name in names:
-        med = statistics.median(times[name])
-        ratio = med / ce_med
+        ratio = med[name] / med["ce"]
         paired = statistics.median(v / c for v, c in zip(per_round[name], per_round["ce"]))
         target = TARGETS.get(name)
         if target is None:
             tgt, res = "-", "-"
         else:
             tgt, res = f"<={target:.2f}", "PASS" if ratio <= target else "MISS"
-        print(f"{name:<28}{med:>14.4f}{min(times[name]):>12.4f}{ratio:>8.3f}"
-              f"{paired:>8.3f}{tgt:>8}  {res}")
+        print(f"{name:<27}{med[name]:>14.3f}{ratio:>7.3f}{tgt:>8}  {res:<6}"
+              f"{low[name]:>8.3f}{low[name] / low['ce']:>10.3f}{paired:>8.3f}"
+              f"{cpu[name]:>8.3f}{cpu[name] / cpu['ce']:>10.3f}")
     print()
-    print("ratio = median s/step / median CE s/step (PASS/MISS judged on it); paired = "
-          "median over rounds of the per-round ratio to CE")
+    print("ratio: median s/step / CE's (PASS/MISS judged on it); min ratio: fastest step / "
+          "CE's; paired: median over rounds of the per-round ratio to CE; cpu: process CPU "
+          "seconds/step (all threads)")
+    spread = {n: med[n] / low[n] for n in names}
+    noisy = [n for n in names if spread[n] > 1.1]
+    if noisy:
+        print("WARNING: noisy timings (median/min > 1.1 for "
+              + ", ".join(f"{n}: {spread[n]:.2f}" for n in noisy)
+              + "); the machine was busy. Compare the min / paired / cpu columns, or rerun "
+              "(more --rounds) when idle.")
+    if device.type == "cpu":
+        threads = torch.get_num_threads()
+        util = sum(map(sum, cpu_times.values())) / sum(map(sum, times.values())) / threads
+        print(f"CPU utilisation of the {threads} torch thread(s) while timed: {util:.0%}")
+        if util < 0.75:
+            hint = " --threads 1 is steadier on a shared machine." if threads > 1 else ""
+            print("WARNING: the thread(s) did not get their cores (busy machine): absolute "
+                  "times are inflated, and the ratios too if the load changed during the "
+                  "run. Rerun when idle." + hint)
     print(f"total benchmark time (warm-up + timed): {elapsed:.1f} s")
     return 0
 

@@ -24,12 +24,20 @@ def confusion_per_image(pred: Tensor, gt: Tensor, num_classes: int,
         raise ValueError(f"pred shape {tuple(pred.shape)} != gt shape {tuple(gt.shape)}")
     n = pred.shape[0]
     c = int(num_classes)
-    gt = gt.long()
-    valid = (gt != ignore_index) & (gt >= 0) & (gt < c)
-    image = torch.arange(n, device=pred.device).view((n,) + (1,) * (pred.dim() - 1))
-    code = (image * c + gt.clamp(0, c - 1)) * c + pred.long()
     dump = n * c * c  # invalid pixels land in one extra bin that is dropped
-    code = torch.where(valid, code, torch.full_like(code, dump)).reshape(-1)
+    # The bin code is built in place in a narrow integer type: on a CPU the element-wise
+    # passes over the full-resolution maps, not the bincount, dominate the cost. The CUDA
+    # scatter needs int64 indices.
+    dtype = torch.int64 if (pred.is_cuda or dump >= 2 ** 31 - 1) else torch.int32
+    valid = (gt != ignore_index) & (gt < c)
+    if gt.dtype != torch.uint8:
+        valid &= gt >= 0
+    code = gt.to(dtype, copy=True)
+    code.mul_(c).add_(pred.to(dtype))
+    image = torch.arange(n, device=pred.device, dtype=dtype) * (c * c)
+    code.add_(image.view((n,) + (1,) * (pred.dim() - 1)))
+    code.masked_fill_(~valid, dump)
+    code = code.reshape(-1)
     if code.is_cuda:
         # bincount on CUDA reads min/max back to the host; a scatter does not.
         counts = torch.zeros(dump + 1, dtype=torch.long, device=code.device)
