@@ -80,7 +80,6 @@ def tiny_config(data_root, loss_decode=None, max_iters=4, ckpt_interval=2,
 
     cfg = Config.fromfile(os.path.join(REPO, "configs/mmseg/_base_/models/deeplabv3_r18-d8_small.py"))
     cfg.model.data_preprocessor.size = (32, 64)
-    cfg.model.data_preprocessor = cfg.model.data_preprocessor
     cfg.model.decode_head.num_classes = num_classes
     cfg.model.auxiliary_head.num_classes = num_classes
     if loss_decode is not None:

@@ -15,10 +15,11 @@ import seaborn as sns  # noqa: E402
 from .report import final_table, per_class_table  # noqa: E402
 
 
-def _save(fig, path_png: str) -> List[str]:
+def _save(fig, path_png: str, tight: bool = True, dpi: int = 130) -> List[str]:
     os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path_png, dpi=130)
+    if tight:
+        fig.tight_layout()
+    fig.savefig(path_png, dpi=dpi)
     pdf = os.path.splitext(path_png)[0] + ".pdf"
     fig.savefig(pdf)
     plt.close(fig)
@@ -197,13 +198,4 @@ def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: s
                frameon=False)
     fig.suptitle(f"{study['study']}: validation predictions (seed {seed}); black = ignored")
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    return _save_tight(fig, out_png)
-
-
-def _save_tight(fig, path_png: str) -> List[str]:
-    os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
-    fig.savefig(path_png, dpi=110)
-    pdf = os.path.splitext(path_png)[0] + ".pdf"
-    fig.savefig(pdf)
-    plt.close(fig)
-    return [path_png, pdf]
+    return _save(fig, out_png, tight=False, dpi=110)
