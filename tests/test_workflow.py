@@ -84,6 +84,31 @@ def test_kill_and_resume_continues_from_checkpoint(smoke, tmp_path):
     assert [r["metrics"] for r in a] == [b[r["step"]]["metrics"] for r in a]
 
 
+def test_validation_lost_to_a_kill_is_redone_on_resume(smoke, tmp_path):
+    """Killed after saving iter_10 but before validating it: the resumed run validates
+    step 10 first, and the curve equals the uninterrupted one."""
+    study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
+    spec = tune_spec(study, "control", 0, work_dir=os.path.join(smoke, "work"),
+                     data_dir=os.path.join(smoke, "data"))
+    spec.update(iters=20, eval_interval=10, checkpoint_interval=10)
+    work = tmp_path / "run"
+    cmd = [os.path.join(BIN, "rewardseg"), "stage", "--spec", json.dumps(spec), "--work-dir",
+           str(work)]
+    subprocess.run(cmd, env=ENV, cwd=smoke, check=True, capture_output=True)
+    lines = open(work / "val_metrics.jsonl").read().splitlines()
+    expected = [json.loads(l) for l in lines]
+    # the state right after the checkpoint at 10, before its validation
+    (work / "val_metrics.jsonl").write_text("")
+    (work / "run.json").unlink()
+    for extra in work.glob("iter_20.pth"):
+        extra.unlink()
+    (work / "last_checkpoint").write_text(str(work / "iter_10.pth"))
+    subprocess.run(cmd, env=ENV, cwd=smoke, check=True, capture_output=True)
+    got = [json.loads(l) for l in open(work / "val_metrics.jsonl")]
+    assert [r["step"] for r in got] == [10, 20]
+    assert [r["metrics"] for r in got] == [r["metrics"] for r in expected]
+
+
 def test_same_seed_same_numbers(smoke, tmp_path):
     """Determinism on CPU: the DAG's control seed 0 run, again in a fresh work dir."""
     study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))

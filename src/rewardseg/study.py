@@ -169,7 +169,8 @@ def build_run_config(spec: Dict[str, Any]):
     cfg.optim_wrapper.optimizer.lr = spec["lr"]
     cfg.param_scheduler = [dict(type="PolyLR", eta_min=spec["min_lr"], power=0.9, begin=0,
                                 end=iters, by_epoch=False)]
-    keep = None if spec["stage"] == "baseline" else 1  # baseline: every start point
+    # baseline: every start point; tuning: the last two (resume even if the newest is torn)
+    keep = None if spec["stage"] == "baseline" else 2
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", by_epoch=False,
                                         interval=spec["checkpoint_interval"],
                                         max_keep_ckpts=keep if keep else -1, save_last=True)

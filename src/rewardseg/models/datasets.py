@@ -54,6 +54,24 @@ class ValMetricsRecorder(Hook):
         self.filename = filename
         self._train: Dict[str, List[float]] = {}
 
+    def _recorded_steps(self, runner):
+        path = os.path.join(runner.work_dir, self.filename)
+        if not os.path.isfile(path):
+            return set()
+        with open(path) as fh:
+            return {json.loads(line)["step"] for line in fh if line.strip()}
+
+    def before_train(self, runner):
+        """A run killed between saving a checkpoint and validating it resumes at a step
+        whose validation never happened: run it now, so no point of the curve is lost."""
+        step, loop = runner.iter, runner.train_loop
+        if step == 0 or runner.val_loop is None:
+            return
+        due = step >= loop.val_begin and (step % loop.val_interval == 0
+                                          or step == loop.max_iters)
+        if due and step not in self._recorded_steps(runner):
+            runner.val_loop.run()
+
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         for key, value in (outputs or {}).items():
             self._train.setdefault(key, []).append(float(value))
