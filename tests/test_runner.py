@@ -47,6 +47,8 @@ def test_each_estimator_trains_and_logs_its_statistics(name, tiny_dataset, tmp_p
 def test_aux_head_can_be_switched_off(tiny_dataset, tmp_path):
     cfg = tiny_config(tiny_dataset, loss_decode=ESTIMATOR_CFGS["reinforce_rloo"],
                       max_iters=1, aux=False)
+    # mmengine names its message hub after the start second: keep this run's own
+    cfg.experiment_name = f"aux-off-{os.getpid()}-{id(cfg)}"
     runner = run(cfg, tmp_path)
     assert not any("aux." in k for k in runner.message_hub.log_scalars)
 
