@@ -64,6 +64,37 @@ def _cmd_data(ns) -> int:
     return 0
 
 
+def _pairs(items, flag):
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out
+
+
+def _cmd_prepare(ns) -> int:
+    from .data import prepare
+
+    options = dict(raw_dir=ns.raw_dir or os.path.join("data", "raw", ns.source),
+                   progress=not ns.quiet)
+    if ns.source == "cityscapes":
+        options.update(local_copy=ns.local_copy, workers=ns.workers)
+        if ns.base_url:
+            options["base_url"] = ns.base_url
+    elif ns.source == "easyportrait":
+        options.update(local_copy=ns.local_copy, classes=ns.classes or "face_parsing",
+                       urls=_pairs(ns.url, "--url") or None,
+                       sha256=_pairs(ns.sha256, "--sha256") or None)
+    elif ns.source == "mapillary":
+        options.update(classes=ns.classes or "cityscapes", version=ns.version)
+    meta = prepare(ns.source, ns.root, **options)
+    print(f"{ns.root}: {ns.source}, {len(meta['classes'])} classes, "
+          + ", ".join(f"{k} {v} images" for k, v in meta["splits"].items()))
+    return 0
+
+
 def _cmd_collect(ns) -> int:
     from .study import collect_run
 
@@ -169,6 +200,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_data)
 
+    p = sub.add_parser("prepare", help="download / verify / convert a real dataset into "
+                                       "mmseg's layout (ROOT/meta.json marks it complete)")
+    p.add_argument("source", choices=["cityscapes", "easyportrait", "mapillary"])
+    p.add_argument("root", help="dataset folder to build, e.g. data/cityscapes")
+    p.add_argument("--raw-dir", default=None,
+                   help="where archives are downloaded / looked for (default data/raw/SOURCE)")
+    p.add_argument("--local-copy", default=None,
+                   help="an already-downloaded copy (archives or extracted tree): no download")
+    p.add_argument("--classes", default=None,
+                   help="easyportrait: face_parsing (8) | portrait (2); "
+                        "mapillary: cityscapes (19) | vistas (own classes)")
+    p.add_argument("--version", default="v1.2", help="mapillary: v1.2 | v2.0")
+    p.add_argument("--base-url", default=None, help="cityscapes: site or mirror base URL")
+    p.add_argument("--url", action="append", metavar="NAME=URL",
+                   help="easyportrait: archive URL override (repeatable)")
+    p.add_argument("--sha256", action="append", metavar="NAME=HEX",
+                   help="easyportrait: expected archive digest (repeatable)")
+    p.add_argument("--workers", type=int, default=0, help="conversion processes (0: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_prepare)
+
     p = sub.add_parser("stage", help="run one stage (baseline or tune) from a run spec; "
                                      "resumes from the work dir's last checkpoint")
     p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.study)")
@@ -231,11 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .data.archive import DataError
+
     parser = build_parser()
     ns = parser.parse_args(argv)
     try:
         return ns.func(ns)
-    except (FileNotFoundError, ValueError, FileExistsError, json.JSONDecodeError) as exc:
+    except (FileNotFoundError, ValueError, FileExistsError, json.JSONDecodeError,
+            DataError) as exc:
         print(f"rewardseg {ns.command}: error: {exc}", file=sys.stderr)
         return 2
 
