@@ -157,7 +157,7 @@ def test_wrong_password_is_refused(site, tmp_path, monkeypatch):
 def test_corrupt_download_fails_checksum_and_leaves_nothing(site, tmp_path):
     site.corrupt.add("gtFine_trainvaltest.zip")
     root, raw = tmp_path / "cs", tmp_path / "raw"
-    with pytest.raises(DataError, match="gtFine_trainvaltest.zip: checksum mismatch"):
+    with pytest.raises(DataError, match="gtFine_trainvaltest.zip: md5 checksum mismatch"):
         prepare_cityscapes(str(root), str(raw), base_url=site.url, progress=False)
     assert sorted(os.listdir(raw)) == ["leftImg8bit_trainvaltest.zip"]  # verified one kept
     assert not (root / "meta.json").exists()

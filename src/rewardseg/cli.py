@@ -78,9 +78,9 @@ def _cmd_prepare(ns) -> int:
     from .data import prepare
 
     options = dict(raw_dir=ns.raw_dir or os.path.join("data", "raw", ns.source),
-                   progress=not ns.quiet)
+                   progress=not ns.quiet, workers=ns.workers)
     if ns.source == "cityscapes":
-        options.update(local_copy=ns.local_copy, workers=ns.workers)
+        options.update(local_copy=ns.local_copy)
         if ns.base_url:
             options["base_url"] = ns.base_url
     elif ns.source == "easyportrait":

@@ -12,7 +12,7 @@ import json
 import os
 from typing import Dict, List, Optional
 
-from .study import tune_spec
+from .study import released_checkpoints, tune_spec
 
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
                      "seconds_per_step": 1.0}
@@ -42,10 +42,17 @@ def plan(study: dict, work_root: str = "work") -> List[dict]:
     base = stage_resources(study, "baseline")
     measured = measured_seconds_per_step(work_root, study["study"], "baseline")
     sps = measured or base["seconds_per_step"]
-    steps = study["baseline"]["iters"]
-    rows.append(dict(stage="baseline", jobs=1, gpus_per_job=base["gpus"], steps=steps,
-                     seconds_per_step=sps, source="measured" if measured else "configured",
-                     gpu_hours=base["gpus"] * steps * sps / 3600.0))
+    released = released_checkpoints(study)
+    if released:  # download + evaluation only: bounded by the job's runtime
+        rows.append(dict(stage=f"baseline (eval {len(released)} released)", jobs=1,
+                         gpus_per_job=base["gpus"], steps=0, seconds_per_step=0.0,
+                         source="runtime limit",
+                         gpu_hours=base["gpus"] * base["runtime"] / 60.0))
+    else:
+        steps = study["baseline"]["iters"]
+        rows.append(dict(stage="baseline", jobs=1, gpus_per_job=base["gpus"], steps=steps,
+                         seconds_per_step=sps, source="measured" if measured else "configured",
+                         gpu_hours=base["gpus"] * steps * sps / 3600.0))
     tune = stage_resources(study, "tune")
     measured = measured_seconds_per_step(work_root, study["study"], "tune")
     sps = measured or tune["seconds_per_step"]
@@ -63,13 +70,13 @@ def plan(study: dict, work_root: str = "work") -> List[dict]:
 def format_plan(study: dict, rows: List[dict]) -> str:
     lines = [f"study {study['study']}: {len(study['variants'])} variants x "
              f"{len(study['seeds'])} seeds",
-             f"{'stage':<24}{'jobs':>6}{'GPUs/job':>10}{'steps':>10}{'s/step':>9}"
+             f"{'stage':<30}{'jobs':>6}{'GPUs/job':>10}{'steps':>10}{'s/step':>9}"
              f"{'GPU-h':>9}  s/step from"]
     for r in rows:
-        lines.append(f"{r['stage']:<24}{r['jobs']:>6}{r['gpus_per_job']:>10}{r['steps']:>10}"
+        lines.append(f"{r['stage']:<30}{r['jobs']:>6}{r['gpus_per_job']:>10}{r['steps']:>10}"
                      f"{r['seconds_per_step']:>9.2f}{r['gpu_hours']:>9.2f}  {r['source']}")
     total = sum(r["gpu_hours"] for r in rows)
     gpu_jobs = sum(r["jobs"] for r in rows if r["gpus_per_job"])
-    lines.append(f"{'total':<24}{sum(r['jobs'] for r in rows):>6}{'':>10}{'':>10}{'':>9}"
+    lines.append(f"{'total':<30}{sum(r['jobs'] for r in rows):>6}{'':>10}{'':>10}{'':>9}"
                  f"{total:>9.2f}  ({gpu_jobs} GPU jobs)")
     return "\n".join(lines)

@@ -42,9 +42,13 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
         if key not in study:
             raise StudyError(f"{source}: missing required key '{key}'")
     base = study["baseline"]
-    for key in ("iters", "checkpoint_interval", "eval_interval"):
-        if not isinstance(base.get(key), int) or base[key] < 1:
-            raise StudyError(f"{source}: baseline.{key} must be a positive integer")
+    released = released_checkpoints(study)
+    if not released:
+        for key in ("iters", "checkpoint_interval", "eval_interval"):
+            if not isinstance(base.get(key), int) or base[key] < 1:
+                raise StudyError(f"{source}: baseline.{key} must be a positive integer "
+                                 "(or give baseline.released checkpoints)")
+    _check_dataset(study.get("dataset") or {}, source)
     variants = study["variants"]
     if not isinstance(variants, dict) or not variants:
         raise StudyError(f"{source}: 'variants' must be a non-empty mapping")
@@ -55,12 +59,16 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
                              f"(valid: {', '.join(RUN_FIELDS)})")
         spec = variant_fields(study, name)
         start = spec["start"]
-        if start % base["checkpoint_interval"] or not 0 < start <= base["iters"]:
+        if released:
+            if start not in released:
+                raise StudyError(f"{source}: variants.{name}.start = {start} is not one of "
+                                 f"baseline.released ({', '.join(map(str, released))})")
+        elif start % base["checkpoint_interval"] or not 0 < start <= base["iters"]:
             raise StudyError(
                 f"{source}: variants.{name}.start = {start} must be a multiple of "
                 f"baseline.checkpoint_interval ({base['checkpoint_interval']}) in "
                 f"(0, baseline.iters = {base['iters']}]")
-        if start % base["eval_interval"]:
+        if not released and start % base["eval_interval"]:
             raise StudyError(f"{source}: variants.{name}.start = {start} must be a multiple "
                              f"of baseline.eval_interval ({base['eval_interval']})")
         if spec["loss"] == "reinforce" and spec["baseline"] == "rloo" and spec["num_samples"] < 2:
@@ -70,6 +78,29 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
             raise StudyError(f"{source}: variants.{name}: loss 'weighted_ce' takes baseline "
                              f"'batch_loo' or 'none', not {spec['baseline']!r}")
     return study
+
+
+DATASET_CLASSES = {"synthetic": (None,), "cityscapes": (None, "cityscapes"),
+                   "easyportrait": ("face_parsing", "portrait"),
+                   "mapillary": ("cityscapes", "vistas")}
+
+
+def _check_dataset(dataset: Dict[str, Any], source: str) -> None:
+    kind = dataset.get("source", "synthetic")
+    if kind not in DATASET_CLASSES:
+        raise StudyError(f"{source}: dataset.source {kind!r} is not one of "
+                         f"{', '.join(DATASET_CLASSES)}")
+    classes = dataset.get("classes", DATASET_CLASSES[kind][0])
+    if classes not in DATASET_CLASSES[kind]:
+        allowed = [c for c in DATASET_CLASSES[kind] if c]
+        raise StudyError(f"{source}: dataset.classes {classes!r} is not valid for source "
+                         f"{kind!r} (valid: {', '.join(allowed) or 'leave it out'})")
+
+
+def released_checkpoints(study: Dict[str, Any]) -> Dict[int, Dict[str, str]]:
+    """``baseline.released`` as {iteration: {url, sha256}} (empty when trained here)."""
+    released = (study.get("baseline") or {}).get("released") or {}
+    return {int(k): dict(v) for k, v in sorted(released.items(), key=lambda kv: int(kv[0]))}
 
 
 def variant_fields(study: Dict[str, Any], variant: str) -> Dict[str, Any]:
@@ -104,12 +135,18 @@ def data_root(study: Dict[str, Any], data_dir: str = "data") -> str:
 def baseline_spec(study: Dict[str, Any], data_dir: str = "data") -> Dict[str, Any]:
     base = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0)
     base.update(study["baseline"])
+    released = released_checkpoints(study)
+    if released:  # nothing is trained: the schedule fields only shape the (val) config
+        steps = list(released)
+        base.update(iters=max(steps), eval_interval=min(steps), checkpoint_interval=min(steps))
+    base.pop("released", None)
     return dict(stage="baseline", study=study["study"], variant="baseline", seed=base["seed"],
                 model_config=study["model"]["config"], data_root=data_root(study, data_dir),
                 iters=base["iters"], eval_interval=base["eval_interval"],
                 checkpoint_interval=base["checkpoint_interval"], batch_size=base["batch_size"],
                 lr=base["lr"], min_lr=base["min_lr"], loss="ce", aux_head=True,
-                class_weight_smoothing=None, load_from=None)
+                class_weight_smoothing=None, load_from=None,
+                released={str(k): v for k, v in released.items()} or None)
 
 
 def tune_spec(study: Dict[str, Any], variant: str, seed: int, work_dir: str = "work",
@@ -201,6 +238,8 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     rank = distributed_rank()
     if rank == 0 and os.path.exists(record_path):
         os.remove(record_path)  # being re-run: no stale completion marker
+    if spec.get("released"):
+        return evaluate_released(spec, work_dir, launcher=launcher)
     resume = os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
     load_from = None if resume else spec.get("load_from")
     if load_from and not os.path.isfile(load_from):
@@ -223,6 +262,52 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
         with open(tmp, "w") as fh:
             json.dump(record, fh, indent=2)
         os.replace(tmp, record_path)
+    return record
+
+
+def _write_record(record_path: str, record: Dict[str, Any]) -> None:
+    tmp = record_path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(record, fh, indent=2)
+    os.replace(tmp, record_path)
+
+
+def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none"):
+    """Baseline from released checkpoints: download each (sha256-verified, resumable) to
+    ``iter_<step>.pth`` and evaluate the ones not yet in ``val_metrics.jsonl``."""
+    from mmengine.runner import Runner
+
+    from .data.archive import download
+    from .provenance import git_commit, package_versions
+    from .train import distributed_rank, init_cpu_process_group, prepare_config
+
+    t0 = time.time()
+    rank = distributed_rank()
+    done = {rec["step"] for rec in read_val_metrics(work_dir)}
+    init_cpu_process_group(launcher)
+    for step, ckpt in sorted(spec["released"].items(), key=lambda kv: int(kv[0])):
+        path = os.path.join(work_dir, f"iter_{int(step)}.pth")
+        if rank == 0:
+            download(ckpt["url"], path, sha256=ckpt["sha256"], desc=os.path.basename(path))
+        if launcher != "none":
+            import torch.distributed as dist
+
+            dist.barrier()
+        if int(step) in done:
+            continue
+        cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"],
+                             load_from=path, launcher=launcher)
+        cfg.custom_hooks = [h for h in cfg.custom_hooks if h["type"] != "ValMetricsRecorder"]
+        cfg.custom_hooks.append(dict(type="ValMetricsRecorder", step=int(step)))
+        cfg.experiment_name = f"released_iter_{int(step)}_{os.getpid()}"
+        Runner.from_cfg(cfg).val()
+    record = dict(spec=spec, seed=spec["seed"], resumed=bool(done), git_commit=git_commit(),
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                  versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
+                  final_iter=max(int(s) for s in spec["released"]),
+                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if rank == 0:
+        _write_record(os.path.join(work_dir, "run.json"), record)
     return record
 
 
@@ -252,7 +337,7 @@ def collect_run(work_dir: str, out: str, baseline_dir: Optional[str] = None) -> 
             if rec["step"] == spec["start"]:
                 evals.append(dict(step=0, metrics=rec["metrics"], train={}))
     evals += read_val_metrics(work_dir)
-    if len(evals) < 2:
+    if len(evals) < (1 if spec.get("released") else 2):
         raise StudyError(f"{work_dir}: no validation results recorded (val_metrics.jsonl)")
     result = dict(study=spec["study"], variant=spec["variant"], seed=spec["seed"],
                   spec=spec, evals=evals, provenance={k: record[k] for k in (

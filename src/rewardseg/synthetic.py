@@ -726,6 +726,9 @@ def generate_dataset(
             "height": height,
             "width": width,
             "seed": seed,
+            "img_suffix": IMG_SUFFIX,
+            "label_suffix": SEG_MAP_SUFFIX,
+            "train_labels": "gtFine/train",
             # fraction of all train pixels per class (+ ignore): sums to 1
             "train_class_pixel_frequency": {n: float(hist[k] / total) for k, n in enumerate(CLASSES)},
             "train_ignore_pixel_frequency": float(hist[IGNORE_INDEX] / total),

@@ -19,6 +19,7 @@ STUDY = config["study"]
 SEEDS = [int(s) for s in config["seeds"]]
 VARIANTS = list(config["variants"])
 DATASET = config["dataset"]["name"]
+SOURCE = config["dataset"]["source"]
 SMOOTHINGS = sorted({variant_fields(config, v)["class_weight_smoothing"]
                      for v in VARIANTS} - {None})
 
@@ -57,6 +58,27 @@ wildcard_constraints:
     variant="|".join(VARIANTS).replace(".", r"\."),
     seed=r"\d+",
     dataset=DATASET,
+
+
+def prepare_options(wildcards):
+    """`rewardseg prepare` options from the study's dataset block (no secrets here:
+    Cityscapes credentials are read from the environment by the command itself)."""
+    from shlex import quote
+
+    ds = config["dataset"]
+    opts = ["--raw-dir", ds.get("raw_dir", f"data/raw/{SOURCE}")]
+    for key in ("local_copy", "classes", "version", "base_url"):
+        if ds.get(key):
+            opts += ["--" + key.replace("_", "-"), str(ds[key])]
+    for key in ("urls", "sha256"):
+        for name, value in (ds.get(key) or {}).items():
+            opts += ["--url" if key == "urls" else "--sha256", f"{name}={value}"]
+    return " ".join(quote(o) for o in opts)
+
+
+def dataset_meta(path):
+    with open(path) as fh:
+        return json.load(fh)
 
 
 def run_results():
@@ -109,6 +131,9 @@ TABLES = [f"{t}.{ext}" for t in ("final_miou", "per_class_iou") for ext in ("md"
 localrules:
     all,
     synthetic_data,
+    cityscapes_data,
+    easyportrait_data,
+    mapillary_data,
     class_weights,
     collect_run,
     collect_baseline,

@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import zipfile
+import zlib
 from typing import Dict, Iterable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
@@ -134,10 +135,10 @@ def download(url: str, dest: str, *, md5: Optional[str] = None, sha256: Optional
                         f"{total} bytes; kept {part}, run again to resume")
     try:
         verify_file(part, md5=md5, sha256=sha256)
-    except DataError:
-        raise DataError(f"{dest}: checksum mismatch after download from "
-                        f"{_public_url(url)}; the partial file was removed, run again "
-                        "to download it anew") from None
+    except DataError as err:
+        detail = str(err).replace(part, dest).split("; ")[0]
+        raise DataError(f"{detail} after download from {_public_url(url)}; the partial "
+                        "file was removed, run again to download it anew") from None
     os.replace(part, dest)
     return dest
 
@@ -148,7 +149,7 @@ def check_zip(path: str) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as err:
         raise DataError(f"{path}: not a readable zip archive ({err}); the file is "
                         "corrupt or truncated") from None
     if bad is not None:
@@ -185,7 +186,7 @@ def extract_zip(path: str, dest_dir: str, members: Optional[Iterable[str]] = Non
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)  # raises BadZipFile on CRC error
-    except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile) as err:
+    except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile, zlib.error) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{path}: extraction failed ({err}); the archive is corrupt or "
                         "truncated, nothing was extracted") from None

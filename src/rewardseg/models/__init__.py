@@ -2,12 +2,13 @@
 ``custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)``."""
 import rewardseg  # noqa: F401  (compat layer first)
 
-from .datasets import PerClassIoUMetric, SynthStreetDataset, ValMetricsRecorder
+from .datasets import (EasyPortraitDataset, MapillaryCityscapesDataset, PerClassIoUMetric,
+                       SynthStreetDataset, ValMetricsRecorder)
 from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNHead,
                     RewardHeadMixin)
 from .hooks import NonFiniteLossHook, RNGStateHook
 from .losses import BASELINES, ESTIMATORS, RewardLoss, load_class_weight
 
-__all__ = ["PerClassIoUMetric", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
+__all__ = ["EasyPortraitDataset", "MapillaryCityscapesDataset", "PerClassIoUMetric", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
            "RewardHeadMixin", "NonFiniteLossHook", "RNGStateHook", "RewardLoss",
            "BASELINES", "ESTIMATORS", "load_class_weight"]

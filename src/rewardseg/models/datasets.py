@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 from mmengine.hooks import Hook
-from mmseg.datasets import BaseSegDataset
+from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import DATASETS, HOOKS, METRICS
 
@@ -23,6 +23,37 @@ class SynthStreetDataset(BaseSegDataset):
 
     def __init__(self, img_suffix=synthetic.IMG_SUFFIX, seg_map_suffix=synthetic.SEG_MAP_SUFFIX,
                  reduce_zero_label=False, **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@DATASETS.register_module()
+class EasyPortraitDataset(BaseSegDataset):
+    """EasyPortrait as prepared by ``rewardseg prepare easyportrait``: face parsing (8
+    classes, person merged into background); pass ``metainfo`` with the two portrait
+    classes for the portrait setting. Images ``.jpg``, label maps ``.png``."""
+
+    METAINFO = dict(
+        classes=("background", "skin", "left brow", "right brow", "left eye", "right eye",
+                 "lips", "teeth"),
+        palette=[[0, 0, 0], [223, 87, 188], [160, 221, 255], [130, 106, 237],
+                 [200, 121, 255], [255, 183, 255], [0, 144, 193], [113, 137, 255]])
+
+    def __init__(self, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=False,
+                 **kwargs):
+        super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
+                         reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@DATASETS.register_module()
+class MapillaryCityscapesDataset(BaseSegDataset):
+    """Mapillary Vistas with labels mapped to the 19 Cityscapes train ids by
+    ``rewardseg prepare mapillary`` (images ``.jpg``, label maps ``.png``)."""
+
+    METAINFO = dict(CityscapesDataset.METAINFO)
+
+    def __init__(self, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=False,
+                 **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
 
@@ -50,8 +81,9 @@ class ValMetricsRecorder(Hook):
 
     priority = "LOW"
 
-    def __init__(self, filename: str = "val_metrics.jsonl"):
+    def __init__(self, filename: str = "val_metrics.jsonl", step=None):
         self.filename = filename
+        self.step = step  # fixed step (evaluating a released checkpoint outside training)
         self._train: Dict[str, List[float]] = {}
 
     def _recorded_steps(self, runner):
@@ -77,7 +109,7 @@ class ValMetricsRecorder(Hook):
             self._train.setdefault(key, []).append(float(value))
 
     def after_val_epoch(self, runner, metrics=None):
-        record = {"step": int(runner.iter),
+        record = {"step": int(runner.iter if self.step is None else self.step),
                   "metrics": {k: float(v) for k, v in (metrics or {}).items()},
                   "train": {k: float(np.mean(v)) for k, v in self._train.items()}}
         self._train = {}

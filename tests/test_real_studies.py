@@ -1,0 +1,160 @@
+"""The paper studies (Cityscapes, EasyPortrait, Mapillary): their DAGs, plans and model
+configs, and a baseline from released checkpoints served on 127.0.0.1."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ENV, REPO, copy_workflow, snakemake
+from fakeserver import FakeServer
+
+STUDIES = {  # study -> (tune jobs, data rule, class-weight jobs)
+    "cityscapes": (13 * 3, "cityscapes_data", 2),
+    "easyportrait": (8 * 3, "easyportrait_data", 2),
+    "mapillary": (4 * 3, "mapillary_data", 0),
+}
+
+
+def job_counts(stdout):
+    counts, in_stats = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("Job stats"):
+            in_stats = True
+            continue
+        parts = line.split()
+        if in_stats and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+            if parts[0] == "total":
+                break
+    return counts
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_paper_study_dry_run_lists_every_job(study, tmp_path):
+    tune, data_rule, weights = STUDIES[study]
+    root = copy_workflow(tmp_path / "wf")
+    proc = snakemake(root, "-n", "--configfile", f"configs/studies/{study}.yaml")
+    counts = job_counts(proc.stdout)
+    assert counts["tune"] == tune and counts["collect_run"] == tune
+    assert counts[data_rule] == 1 and counts["baseline"] == 1
+    assert counts.get("class_weights", 0) == weights
+    assert "synthetic_data" not in counts
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_plan_prints_gpu_hours(study):
+    proc = subprocess.run([sys.executable, "-m", "rewardseg", "plan", "--configfile",
+                           os.path.join(REPO, "configs", "studies", f"{study}.yaml"),
+                           "--work-root", "/nonexistent"], capture_output=True, text=True,
+                          env=ENV, check=True)
+    cfg = yaml.safe_load(open(os.path.join(REPO, "configs", "studies", f"{study}.yaml")))
+    tune_row = next(l for l in proc.stdout.splitlines() if l.startswith("tune"))
+    jobs, gpus, steps, sps, gpu_h = tune_row.split()[1:6]
+    res = cfg["resources"]["tune"]
+    assert int(jobs) == STUDIES[study][0] and int(gpus) == res["gpus"]
+    expected = res["gpus"] * int(steps) * res["seconds_per_step"] / 3600
+    assert float(gpu_h) == pytest.approx(expected, abs=0.01)
+    assert "total" in proc.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_paper_model_configs_build(study):
+    """Every run of a paper study resolves to an mmseg config whose model, dataset and
+    head match the variant (built, not trained: no data here)."""
+    from mmseg.registry import DATASETS, MODELS
+
+    import rewardseg.models  # noqa: F401
+    from rewardseg.study import build_run_config, load_study, tune_spec
+
+    cfg_path = os.path.join(REPO, "configs", "studies", f"{study}.yaml")
+    st = load_study(cfg_path)
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for variant in ("control", "reference"):
+            cfg = build_run_config(tune_spec(st, variant, 0))
+            assert cfg.train_dataloader.dataset.data_root == f"data/{st['dataset']['name']}"
+            assert cfg.train_cfg.max_iters == st["tuning"]["iters"]
+            assert cfg.train_cfg.val_interval == st["tuning"]["eval_interval"]
+            assert DATASETS.get(cfg.train_dataloader.dataset.type) is not None
+            head = cfg.model.decode_head
+            assert head.type == ("ASPPHead" if variant == "control" else "RewardASPPHead")
+        assert "ValMetricsRecorder" in [h["type"] for h in cfg.custom_hooks]
+        assert cfg.val_evaluator.type == "PerClassIoUMetric"
+        n_classes = {"cityscapes": 19, "easyportrait": 8, "mapillary": 19}[study]
+        assert head.num_classes == n_classes
+        assert MODELS.get(head.type) is not None
+    finally:
+        os.chdir(cwd)
+
+
+def test_study_rejects_a_start_without_released_checkpoint():
+    from rewardseg.study import StudyError, check_study, load_study
+
+    st = load_study(os.path.join(REPO, "configs", "studies", "cityscapes.yaml"))
+    st["variants"]["late"] = {"start": 60000}
+    with pytest.raises(StudyError, match=r"variants.late.start = 60000 is not one of "
+                                         r"baseline.released \(40000, 80000\)"):
+        check_study(st)
+    st = load_study(os.path.join(REPO, "configs", "studies", "easyportrait.yaml"))
+    st["dataset"]["classes"] = "vistas"
+    with pytest.raises(StudyError, match="dataset.classes 'vistas' is not valid for source "
+                                         "'easyportrait'"):
+        check_study(st)
+
+
+def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path):
+    """The smoke baseline's iter_4 checkpoint, served as a 'released' checkpoint: the
+    baseline job downloads it, checks its sha256 and evaluates it to the same mIoU the
+    training run recorded; tuning then starts from it. A wrong digest fails the job with
+    the file named and leaves no run.json."""
+    ckpt = os.path.join(smoke, "work", "smoke", "baseline", "iter_4.pth")
+    blob = open(ckpt, "rb").read()
+    digest = hashlib.sha256(blob).hexdigest()
+    trained = {json.loads(l)["step"]: json.loads(l)["metrics"]["mIoU"] for l in
+               open(os.path.join(smoke, "work", "smoke", "baseline", "val_metrics.jsonl"))}
+    server = FakeServer()
+    server.files["/ckpt/smoke_iter4-" + digest[:8] + ".pth"] = blob
+    server.start()
+    try:
+        root = copy_workflow(tmp_path / "wf")
+        os.symlink(os.path.join(smoke, "data"), os.path.join(root, "data"))
+        study = yaml.safe_load(open(os.path.join(root, "configs", "studies", "smoke.yaml")))
+        study["study"] = "released"
+        study["seeds"] = [0]
+        study["baseline"] = {"batch_size": 2, "seed": 0, "released": {4: {
+            "url": f"{server.url}/ckpt/smoke_iter4-{digest[:8]}.pth", "sha256": digest[:8]}}}
+        study["variants"] = {"control": study["variants"]["control"]}
+        cfg = os.path.join(root, "released.yaml")
+        yaml.safe_dump(study, open(cfg, "w"))
+        snakemake(root, "results/released/runs/control/seed0.json", "--configfile", cfg)
+        base = os.path.join(root, "work", "released", "baseline")
+        assert hashlib.sha256(open(os.path.join(base, "iter_4.pth"), "rb").read()
+                              ).hexdigest() == digest
+        evals = [json.loads(l) for l in open(os.path.join(base, "val_metrics.jsonl"))]
+        assert [e["step"] for e in evals] == [4]
+        assert evals[0]["metrics"]["mIoU"] == pytest.approx(trained[4], abs=1e-6)
+        result = json.load(open(os.path.join(root, "results", "released", "runs", "control",
+                                             "seed0.json")))
+        assert result["evals"][0]["metrics"]["mIoU"] == pytest.approx(trained[4], abs=1e-6)
+        assert [e["step"] for e in result["evals"]] == [0, 2, 4]
+
+        # a wrong digest: the job fails naming the file, nothing is left as complete
+        study["study"] = "badsum"
+        study["baseline"]["released"][4]["sha256"] = "deadbeef"
+        yaml.safe_dump(study, open(cfg, "w"))
+        proc = snakemake(root, "work/badsum/baseline/run.json", "--configfile", cfg,
+                         check=False)
+        assert proc.returncode != 0
+        log = open(os.path.join(root, "logs", "badsum", "baseline.log")).read()
+        assert "iter_4.pth" in log and "sha256 checksum mismatch" in log
+        bad = os.path.join(root, "work", "badsum", "baseline")
+        left = os.listdir(bad) if os.path.isdir(bad) else []  # snakemake drops empty dirs
+        assert "run.json" not in left
+        assert not [f for f in left if f.endswith((".pth", ".part"))]
+    finally:
+        server.stop()
