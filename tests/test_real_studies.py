@@ -158,3 +158,96 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
         assert not [f for f in left if f.endswith((".pth", ".part"))]
     finally:
         server.stop()
+
+
+def _snakemake_env(root, target, study_cfg, env):
+    return subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", target,
+                           "--configfile", study_cfg], cwd=root, env=env,
+                          capture_output=True, text=True)
+
+
+def _all_text(root):
+    """Every file the workflow wrote (logs, snakemake metadata, data meta) as text."""
+    chunks = []
+    for sub in ("logs", ".snakemake", "data"):
+        for dirpath, _, files in os.walk(os.path.join(root, sub)):
+            for name in files:
+                if name.endswith((".png", ".zip", ".jpg")):
+                    continue
+                try:
+                    chunks.append(open(os.path.join(dirpath, name), errors="ignore").read())
+                except OSError:
+                    pass
+    return "\n".join(chunks)
+
+
+def test_cityscapes_data_rule_keeps_credentials_secret(tmp_path):
+    """The DAG's data rule against a fake Cityscapes site: without credentials one message
+    naming both variables and nothing downloaded; with them the dataset is built and the
+    password appears in no log, command line or snakemake record."""
+    from test_data_cityscapes import SECRET, check_labels, make_archives
+
+    server = FakeServer()
+    for i, (name, blob) in enumerate(make_archives(None).items()):
+        server.add_package(name, blob, package_id=i + 1)
+    server.users["alice"] = SECRET
+    server.start()
+    try:
+        root = copy_workflow(tmp_path / "wf")
+        study = yaml.safe_load(open(os.path.join(root, "configs", "studies", "cityscapes.yaml")))
+        study["dataset"]["base_url"] = server.url
+        cfg = os.path.join(root, "cs.yaml")
+        yaml.safe_dump(study, open(cfg, "w"))
+        env = {k: v for k, v in ENV.items() if not k.startswith("CITYSCAPES_")}
+        proc = _snakemake_env(root, "data/cityscapes/meta.json", cfg, env)
+        assert proc.returncode != 0
+        log = open(os.path.join(root, "logs", "data", "cityscapes.log")).read()
+        assert "set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD" in log
+        assert len([l for l in log.splitlines() if "CITYSCAPES_" in l]) == 1
+        assert server.requests == []
+        raw = os.path.join(root, "data", "raw", "cityscapes")
+        assert not os.path.isdir(raw) or not os.listdir(raw)
+
+        env.update(CITYSCAPES_USERNAME="alice", CITYSCAPES_PASSWORD=SECRET)
+        proc = _snakemake_env(root, "data/cityscapes/meta.json", cfg, env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        check_labels(os.path.join(root, "data", "cityscapes"))
+        assert SECRET not in proc.stdout + proc.stderr
+        assert SECRET not in _all_text(root)
+    finally:
+        server.stop()
+
+
+def test_mapillary_data_rule_says_what_to_do(tmp_path):
+    root = copy_workflow(tmp_path / "wf")
+    proc = _snakemake_env(root, "data/mapillary/meta.json", "configs/studies/mapillary.yaml",
+                          ENV)
+    assert proc.returncode != 0
+    log = open(os.path.join(root, "logs", "data", "mapillary.log")).read().strip()
+    assert "mapillary.com" in log and os.path.join("data", "raw", "mapillary") in log
+    assert not os.path.exists(os.path.join(root, "data", "mapillary", "meta.json"))
+
+
+def test_overview_has_a_row_per_study_with_results(tmp_path):
+    import pandas as pd
+
+    from rewardseg.report import overview
+
+    paths = []
+    for study, gain in (("a", 1.0), ("b", -2.0)):
+        rows = []
+        for seed in range(3):
+            for variant, value in (("control", 50.0 + seed), ("better", 50.0 + seed + gain)):
+                rows.append(dict(study=study, variant=variant, seed=seed, step=10,
+                                 **{"class": "mIoU"}, IoU=value))
+        path = tmp_path / study / "metrics.csv"
+        path.parent.mkdir()
+        pd.DataFrame(rows).to_csv(path, index=False)
+        paths.append(str(path))
+    out = tmp_path / "overview.md"
+    df = overview(paths, str(out))
+    assert list(df["study"]) == ["a", "b"]
+    assert df.set_index("study").loc["a", "delta"] == pytest.approx(1.0)
+    assert df.set_index("study").loc["b", "below"] == 1
+    assert df.set_index("study").loc["a", "above"] == 1
+    assert out.read_text().count("\n") == 4

@@ -113,6 +113,14 @@ def _cmd_aggregate(ns) -> int:
     return 0
 
 
+def _cmd_overview(ns) -> int:
+    from .report import overview
+
+    df = overview(ns.metrics, ns.out)
+    print(f"{ns.out}: {len(df)} studies ({', '.join(df['study']) if len(df) else 'none'})")
+    return 0
+
+
 def _cmd_report(ns) -> int:
     from .plots import make_report
     from .study import load_study
@@ -137,7 +145,7 @@ def _cmd_slides(ns) -> int:
     from .study import load_study
 
     out = build_slides(ns.template, load_study(ns.study), ns.metrics, ns.out,
-                       paper_dir=ns.paper_dir)
+                       paper_dir=ns.paper_dir, overview=ns.overview)
     print(f"wrote {out}")
     return 0
 
@@ -246,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats", required=True, help="train_stats.csv to write")
     p.set_defaults(func=_cmd_aggregate)
 
+    p = sub.add_parser("overview", help="one table across every study that has results")
+    p.add_argument("metrics", nargs="+", help="results/<study>/metrics.csv files")
+    p.add_argument("--out", required=True, help="Markdown table to write")
+    p.set_defaults(func=_cmd_overview)
+
     p = sub.add_parser("report", help="figures and tables of a study from metrics.csv")
     p.add_argument("--study", required=True, help="study config (YAML or JSON)")
     p.add_argument("--metrics", required=True)
@@ -268,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True)
     p.add_argument("--metrics", required=True)
     p.add_argument("--paper-dir", default="paper")
+    p.add_argument("--overview", default=None,
+                   help="Markdown table across studies (rewardseg overview) for the last slide")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_slides)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Dict, Iterable, List, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -144,3 +144,42 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     return str(value)
+
+
+def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.DataFrame:
+    """One row per study that has results (``results/<study>/metrics.csv``): final mIoU of
+    the control, the best variant, its paired Δ and 95 % CI, and how many variants are
+    credibly above / below the control. Written as Markdown when ``out_md`` is given."""
+    rows = []
+    for path in sorted(metrics_files):
+        study = os.path.basename(os.path.dirname(os.path.abspath(path)))
+        table = final_table(pd.read_csv(path))
+        control = table[table["variant"] == "control"]
+        others = table[table["variant"] != "control"]
+        best = others.iloc[0] if len(others) else None
+        rows.append(dict(
+            study=study, variants=len(table), seeds=int(table["n"].max()),
+            control=float(control["mean"].iloc[0]) if len(control) else float("nan"),
+            best=best["variant"] if best is not None else "",
+            best_mean=float(best["mean"]) if best is not None else float("nan"),
+            delta=float(best.get("delta", float("nan"))) if best is not None else float("nan"),
+            ci=(f"[{best['ci_low']:+.2f}, {best['ci_high']:+.2f}]"
+                if best is not None and "ci_low" in best and best["ci_low"] == best["ci_low"]
+                else "n/a"),
+            above=int((others.get("ci_low", pd.Series(dtype=float)) > 0).sum()),
+            below=int((others.get("ci_high", pd.Series(dtype=float)) < 0).sum())))
+    df = pd.DataFrame(rows)
+    if out_md:
+        lines = ["| study | variants | seeds | control mIoU | best variant | its mIoU | "
+                 "Δ vs control | 95 % CI | above / below control |",
+                 "|---|---:|---:|---:|---|---:|---:|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['study']} | {r['variants']} | {r['seeds']} | "
+                         f"{_fmt(r['control'])} | {r['best']} | {_fmt(r['best_mean'])} | "
+                         f"{r['delta']:+.2f} | {r['ci']} | {r['above']} / {r['below']} |")
+        os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
+        tmp = out_md + ".tmp"
+        with open(tmp, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+        os.replace(tmp, out_md)
+    return df

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict
+from typing import Dict, Optional
 
 import pandas as pd
 
 from .report import final_table
-from .study import experiments, variant_fields
+from .study import experiments, released_checkpoints, variant_fields
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
@@ -23,13 +23,24 @@ def _values(study: dict) -> Dict[str, str]:
     ref = dict(study["tuning"])
     data = study["dataset"]
     base = study["baseline"]
+    if data.get("source", "synthetic") == "synthetic":
+        dataset = (f"`{data['name']}`: synthetic street scenes ({data.get('num_train', 200)} "
+                   f"train / {data.get('num_val', 32)} val images, "
+                   f"{data.get('height', 96)}×{data.get('width', 192)})")
+    else:
+        setting = f", {data['classes']} classes" if data.get("classes") else ""
+        dataset = f"`{data['name']}`: {data['source']}{setting}"
+    released = released_checkpoints(study)
+    if released:
+        baseline = ("released CE checkpoints at iterations "
+                    + ", ".join(map(str, released)) + " (downloaded, verified, evaluated)")
+    else:
+        baseline = (f"{base['iters']} iterations, LR {base.get('lr', 0.01)} poly, "
+                    f"checkpoints every {base['checkpoint_interval']}")
     return {
         "study": study["study"], "num_seeds": str(len(study["seeds"])),
-        "seeds": ", ".join(map(str, study["seeds"])), "dataset": data["name"],
-        "num_train": str(data.get("num_train", "")), "num_val": str(data.get("num_val", "")),
-        "height": str(data.get("height", "")), "width": str(data.get("width", "")),
-        "model": study["model"]["config"], "baseline_iters": str(base["iters"]),
-        "baseline_lr": str(base.get("lr", 0.01)), "ckpt": str(base["checkpoint_interval"]),
+        "seeds": ", ".join(map(str, study["seeds"])), "dataset": dataset,
+        "model": study["model"]["config"], "baseline_desc": baseline,
         "start": str(ref["start"]), "iters": str(ref["iters"]), "lr": f"{ref['lr']:g}",
         "min_lr": f"{ref.get('min_lr', 1e-6):g}", "loss": ref["loss"],
         "baseline": str(ref.get("baseline", "rloo")),
@@ -57,9 +68,14 @@ def _summary(metrics_csv: str, labels: Dict[str, str]) -> str:
 
 
 def build_slides(template: str, study: dict, metrics_csv: str, out: str,
-                 paper_dir: str = "paper") -> str:
+                 paper_dir: str = "paper", overview: Optional[str] = None) -> str:
     with open(template) as fh:
         text = fh.read()
+    if overview and os.path.isfile(overview):
+        with open(overview) as fh:
+            text = text.replace("<!-- overview -->", fh.read())
+    else:
+        text = text.replace("<!-- overview -->", "Only this study has results so far.")
     labels = {v: variant_fields(study, v).get("label") or v for v in study["variants"]}
     exp_slides = []
     for name, variants in experiments(study).items():

@@ -81,6 +81,14 @@ def dataset_meta(path):
         return json.load(fh)
 
 
+def studies_with_results(wildcards=None):
+    """This study's metrics plus those of every other study already run here (their
+    files are inputs only: wildcards restrict every rule to this study)."""
+    import glob
+
+    return sorted(set(glob.glob("results/*/metrics.csv")) | {f"results/{STUDY}/metrics.csv"})
+
+
 def run_results():
     return expand("results/{study}/runs/{variant}/seed{seed}.json", study=STUDY,
                   variant=VARIANTS, seed=SEEDS)
@@ -139,6 +147,7 @@ localrules:
     collect_baseline,
     study_config,
     aggregate,
+    overview,
     report,
     qualitative,
     notebook,

@@ -97,6 +97,17 @@ rule notebook_html:
         "jupyter nbconvert --to html --output-dir {params.outdir} {params.notebook} > {log} 2>&1"
 
 
+rule overview:
+    input:
+        studies_with_results,
+    output:
+        "paper/build/overview.md",
+    log:
+        "logs/overview.log",
+    shell:
+        "rewardseg overview {input} --out {output} > {log} 2>&1"
+
+
 rule slides_markdown:
     input:
         template="paper/slides.md",
@@ -104,13 +115,14 @@ rule slides_markdown:
         metrics="results/{study}/metrics.csv",
         report="results/{study}/report.done",
         qualitative="figures/{study}/qualitative.png",
+        overview="paper/build/overview.md",
     output:
         "paper/build/{study}/slides.md",
     log:
         "logs/{study}/slides_markdown.log",
     shell:
         "rewardseg slides --template {input.template} --study {input.study}"
-        " --metrics {input.metrics} --out {output} > {log} 2>&1"
+        " --metrics {input.metrics} --overview {input.overview} --out {output} > {log} 2>&1"
 
 
 rule slides_html:
