@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -251,3 +252,62 @@ def test_overview_has_a_row_per_study_with_results(tmp_path):
     assert df.set_index("study").loc["b", "below"] == 1
     assert df.set_index("study").loc["a", "above"] == 1
     assert out.read_text().count("\n") == 4
+
+
+def _prepare_fake(study, tmp_path):
+    """A tiny prepared tree of the study's dataset, in the real source layout."""
+    from rewardseg.data import prepare
+
+    root = str(tmp_path / "data" / study)
+    if study == "cityscapes":
+        from test_data_cityscapes import make_archives
+
+        local = tmp_path / "local"
+        local.mkdir()
+        make_archives(str(local))
+        prepare("cityscapes", root, raw_dir=str(tmp_path / "raw"), local_copy=str(local),
+                base_url="http://127.0.0.1:9", workers=1, progress=False)
+    elif study == "easyportrait":
+        from test_data_easyportrait import make_dataset, write_tree
+
+        write_tree(str(tmp_path / "local"), make_dataset())
+        prepare("easyportrait", root, raw_dir=str(tmp_path / "raw"),
+                local_copy=str(tmp_path / "local"), progress=False)
+    else:
+        from test_data_mapillary import make_files, write_tree
+
+        write_tree(str(tmp_path / "raw"), make_files("v1.2")[0])
+        prepare("mapillary", root, raw_dir=str(tmp_path / "raw"), progress=False)
+    return root
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_prepared_data_loads_through_the_study_config(study, tmp_path):
+    """What `rewardseg prepare` writes is what the study's mmseg config reads: every
+    train / val image is found with its label map, and after the training pipeline the
+    labels hold only the config's class ids and ignore."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+
+    import rewardseg.models  # noqa: F401
+    from rewardseg.study import build_run_config, load_study, tune_spec
+
+    init_default_scope("mmseg")
+    root = _prepare_fake(study, tmp_path)
+    meta = json.load(open(os.path.join(root, "meta.json")))
+    st = load_study(os.path.join(REPO, "configs", "studies", f"{study}.yaml"))
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        cfg = build_run_config(tune_spec(st, "reference", 0, data_dir=str(tmp_path / "data")))
+    finally:
+        os.chdir(cwd)
+    for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val")):
+        ds = DATASETS.build(cfg[loader].dataset)
+        assert len(ds) == meta["splits"][split] > 0
+        assert list(ds.metainfo["classes"]) == list(meta["classes"])
+        for i in range(len(ds)):
+            sample = ds[i]["data_samples"]
+            labels = set(np.unique(sample.gt_sem_seg.data.numpy()).tolist())
+            assert labels <= set(range(len(meta["classes"]))) | {255}, labels
+            assert len(labels - {255}) >= 2
