@@ -311,3 +311,81 @@ def test_prepared_data_loads_through_the_study_config(study, tmp_path):
             labels = set(np.unique(sample.gt_sem_seg.data.numpy()).tolist())
             assert labels <= set(range(len(meta["classes"]))) | {255}, labels
             assert len(labels - {255}) >= 2
+
+
+def test_imagenet_weights_only_where_a_baseline_is_trained(tmp_path):
+    """Tuning and released baselines load every weight from their start checkpoint, so
+    their configs drop the ImageNet init (no download per job); a baseline trained here
+    keeps upstream's open-mmlab://resnet50_v1c."""
+    from mmengine.config import Config
+
+    from rewardseg.pretrained import pretrained_sources
+    from rewardseg.study import baseline_spec, build_run_config, load_study, tune_spec
+
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        for study in STUDIES:
+            st = load_study(os.path.join("configs", "studies", f"{study}.yaml"))
+            assert pretrained_sources(Config.fromfile(st["model"]["config"])) == [
+                "open-mmlab://resnet50_v1c"]
+            assert pretrained_sources(build_run_config(tune_spec(st, "control", 0))) == []
+            base = pretrained_sources(build_run_config(baseline_spec(st)))
+            assert base == ([] if study == "cityscapes" else ["open-mmlab://resnet50_v1c"])
+    finally:
+        os.chdir(cwd)
+
+
+def test_fetch_pretrained_goes_through_mmengines_open_mmlab_table(tmp_path):
+    """`rewardseg fetch-pretrained` resolves open-mmlab:// with mmengine's own table
+    (here extended by $MMENGINE_HOME/open_mmlab.json to a server on 127.0.0.1) and leaves
+    the file in torch's hub cache, where training finds it offline."""
+    import torch
+
+    blob_path = tmp_path / "w.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(2)}}, blob_path)
+    blob = blob_path.read_bytes()
+    server = FakeServer()
+    server.files["/resnet50_v1c-2cccc1ad.pth"] = blob
+    server.start()
+    try:
+        home = tmp_path / "mmengine"
+        home.mkdir()
+        (home / "open_mmlab.json").write_text(json.dumps(
+            {"resnet50_v1c": f"{server.url}/resnet50_v1c-2cccc1ad.pth"}))
+        env = dict(ENV, MMENGINE_HOME=str(home), TORCH_HOME=str(tmp_path / "torch"))
+        config = os.path.join(REPO, "configs", "mmseg",
+                              "deeplabv3_r50-d8_4xb4-20k_easyportrait-512x512.py")
+        out = tmp_path / "fetched.txt"
+        proc = subprocess.run([sys.executable, "-m", "rewardseg", "fetch-pretrained", config,
+                               "--touch", str(out)], env=env, capture_output=True, text=True,
+                              cwd=REPO)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        cached = tmp_path / "torch" / "hub" / "checkpoints" / "resnet50_v1c-2cccc1ad.pth"
+        assert cached.read_bytes() == blob
+        assert out.read_text().split() == ["open-mmlab://resnet50_v1c"]
+        n = len(server.requests)
+        subprocess.run([sys.executable, "-m", "rewardseg", "fetch-pretrained", config],
+                       env=env, check=True, capture_output=True, cwd=REPO)
+        assert len(server.requests) == n  # served from the cache
+    finally:
+        server.stop()
+
+
+def test_class_setting_and_model_must_agree(tmp_path):
+    from rewardseg.study import StudyError, build_run_config, load_study, tune_spec
+
+    data = tmp_path / "data" / "mapillary"
+    data.mkdir(parents=True)
+    (data / "meta.json").write_text(json.dumps({"classes": [f"c{i}" for i in range(66)]}))
+    st = load_study(os.path.join(REPO, "configs", "studies", "mapillary.yaml"))
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        with pytest.raises(StudyError, match="predicts 19 classes but .*meta.json lists 66"):
+            build_run_config(tune_spec(st, "control", 0, data_dir=str(tmp_path / "data")))
+        st["model"]["config"] = "configs/mmseg/deeplabv3_r50-d8_4xb2-80k_mapillary-v1-512x1024.py"
+        cfg = build_run_config(tune_spec(st, "control", 0, data_dir=str(tmp_path / "data")))
+        assert cfg.model.decode_head.num_classes == 66
+    finally:
+        os.chdir(cwd)

@@ -95,6 +95,18 @@ def _cmd_prepare(ns) -> int:
     return 0
 
 
+def _cmd_fetch_pretrained(ns) -> int:
+    from .pretrained import fetch_pretrained
+
+    sources = fetch_pretrained(ns.config)
+    print(f"{ns.config}: " + (", ".join(sources) + " in the cache" if sources
+                              else "no remote pretrained weights"))
+    if ns.touch:
+        with open(ns.touch, "w") as fh:
+            fh.write("\n".join(sources) + "\n")
+    return 0
+
+
 def _cmd_collect(ns) -> int:
     from .study import collect_run
 
@@ -228,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="conversion processes (0: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("fetch-pretrained",
+                       help="download a model config's ImageNet backbone weights into "
+                            "mmengine's cache (open-mmlab:// names)")
+    p.add_argument("config")
+    p.add_argument("--touch", default=None, help="file to write the fetched names to")
+    p.set_defaults(func=_cmd_fetch_pretrained)
 
     p = sub.add_parser("stage", help="run one stage (baseline or tune) from a run spec; "
                                      "resumes from the work dir's last checkpoint")

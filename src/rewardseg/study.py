@@ -187,6 +187,23 @@ def _loss_decode(spec: Dict[str, Any]):
     return "RewardASPPHead", [cfg]
 
 
+def _check_num_classes(cfg, spec: Dict[str, Any]) -> None:
+    """The prepared dataset (meta.json) and the model must agree on the classes."""
+    meta_path = os.path.join(spec["data_root"], "meta.json")
+    if not os.path.isfile(meta_path):
+        return
+    with open(meta_path) as fh:
+        classes = json.load(fh).get("classes") or []
+    heads = [cfg.model.get("decode_head"), cfg.model.get("auxiliary_head")]
+    for head in heads:
+        if isinstance(head, dict) and "num_classes" in head and classes \
+                and head["num_classes"] != len(classes):
+            raise StudyError(
+                f"model.config {spec['model_config']!r} predicts {head['num_classes']} "
+                f"classes but {meta_path} lists {len(classes)} (dataset.classes); use a "
+                "model config for that class setting")
+
+
 def build_run_config(spec: Dict[str, Any]):
     """The mmengine Config of one run spec (baseline or tune)."""
     from mmengine.config import Config
@@ -213,6 +230,12 @@ def build_run_config(spec: Dict[str, Any]):
                                         max_keep_ckpts=keep if keep else -1, save_last=True)
     cfg.default_hooks.logger = dict(type="LoggerHook", interval=10, log_metric_by_epoch=False)
     cfg.default_hooks.pop("visualization", None)
+    if spec.get("load_from") or spec.get("released"):
+        # every weight comes from the start checkpoint: no ImageNet download per job
+        cfg.model.pretrained = None
+        if cfg.model.get("backbone") is not None:
+            cfg.model.backbone.init_cfg = None
+    _check_num_classes(cfg, spec)
     head_type, losses = _loss_decode(spec)
     cfg.model.decode_head.type = head_type
     cfg.model.decode_head.loss_decode = losses

@@ -7,7 +7,7 @@ from snakemake.utils import validate
 
 from rewardseg.plan import stage_resources
 from rewardseg.study import (StudyError, baseline_spec, check_study, experiments,
-                             tune_spec, variant_fields)
+                             released_checkpoints, tune_spec, variant_fields)
 
 validate(config, schema="../schemas/study.schema.yaml")
 try:
@@ -89,6 +89,20 @@ def studies_with_results(wildcards=None):
     return sorted(set(glob.glob("results/*/metrics.csv")) | {f"results/{STUDY}/metrics.csv"})
 
 
+def pretrained_input(wildcards):
+    """A baseline trained here first fetches its ImageNet backbone on the submitting
+    machine (compute nodes may have no internet); released baselines need none."""
+    if released_checkpoints(config):
+        return []
+    from mmengine.config import Config
+
+    from rewardseg.pretrained import pretrained_sources
+
+    if not pretrained_sources(Config.fromfile(config["model"]["config"])):
+        return []
+    return [f"work/{wildcards.study}/pretrained.txt"]
+
+
 def run_results():
     return expand("results/{study}/runs/{variant}/seed{seed}.json", study=STUDY,
                   variant=VARIANTS, seed=SEEDS)
@@ -146,6 +160,7 @@ localrules:
     collect_run,
     collect_baseline,
     study_config,
+    pretrained_weights,
     aggregate,
     overview,
     report,

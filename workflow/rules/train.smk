@@ -1,7 +1,19 @@
+rule pretrained_weights:
+    input:
+        config["model"]["config"],
+    output:
+        "work/{study}/pretrained.txt",
+    log:
+        "logs/{study}/pretrained_weights.log",
+    shell:
+        "rewardseg fetch-pretrained {input} --touch {output} > {log} 2>&1"
+
+
 rule baseline:
     input:
         data=f"data/{DATASET}/meta.json",
         model=config["model"]["config"],
+        pretrained=pretrained_input,
     output:
         "work/{study}/baseline/run.json",
     params:
