@@ -66,6 +66,35 @@ TARGETS = {
 }
 
 
+CITYSCAPES_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "configs", "mmseg",
+                                 "deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py")
+# --model cityscapes: the estimators of configs/studies/cityscapes.yaml
+CITYSCAPES_VARIANTS = {
+    "ce": None,
+    "weighted_ce(a=0.1)": VARIANTS["weighted_ce(a=0.1)"],
+    "reinforce k=2 rloo logits": VARIANTS["reinforce k=2 rloo logits"],
+    "reinforce second_sample": dict(type="RewardLoss", estimator="reinforce",
+                                    baseline="second_sample", num_samples=1),
+    "reinforce none": dict(type="RewardLoss", estimator="reinforce", baseline="none",
+                           num_samples=1),
+    "reinforce ema": dict(type="RewardLoss", estimator="reinforce", baseline="ema",
+                          num_samples=1),
+}
+
+
+def cityscapes_config(height: int, width: int):
+    """The Cityscapes study's model (R-50-D8, full width), random init, BN."""
+    from mmengine.config import Config
+
+    from rewardseg.train import prepare_config
+
+    cfg = Config.fromfile(CITYSCAPES_CONFIG)
+    cfg.model.pretrained = None
+    cfg.model.data_preprocessor.size = (height, width)
+    return prepare_config(cfg, "/tmp/rewardseg_bench_step")
+
+
 def base_config(height: int, width: int):
     import mmseg
     from mmengine.config import Config
@@ -132,9 +161,13 @@ def train_step(model, optimizer, data):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:i]")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--model", choices=["r18", "cityscapes"], default="r18",
+                        help="r18: the small benchmark model (default); cityscapes: the "
+                             "Cityscapes study's R-50-D8 (defaults to batch 2 x 512 x 1024, "
+                             "one GPU's share of upstream's 4xb2)")
+    parser.add_argument("--batch", type=int, default=None, help="default 8 (r18), 2 (cityscapes)")
+    parser.add_argument("--height", type=int, default=None, help="default 128 / 512")
+    parser.add_argument("--width", type=int, default=None, help="default 256 / 1024")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per variant")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--steps", type=int, default=1, help="timed steps per variant and round")
@@ -143,6 +176,11 @@ def main(argv=None) -> int:
                              "busy machine; 0 = torch's default, one per core)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    big = args.model == "cityscapes"
+    args.batch = args.batch or (2 if big else 8)
+    args.height = args.height or (512 if big else 128)
+    args.width = args.width or (1024 if big else 256)
+    variants = CITYSCAPES_VARIANTS if big else VARIANTS
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -155,12 +193,12 @@ def main(argv=None) -> int:
     from mmseg.utils import register_all_modules
 
     register_all_modules()
-    cfg = base_config(args.height, args.width)
+    cfg = (cityscapes_config if big else base_config)(args.height, args.width)
 
     torch.manual_seed(args.seed)
     models, optimizers = {}, {}
     init_state = None
-    for name, loss in VARIANTS.items():
+    for name, loss in variants.items():
         torch.manual_seed(args.seed)
         model = MODELS.build(model_config(cfg, loss)).to(device)
         if init_state is None:
@@ -178,7 +216,9 @@ def main(argv=None) -> int:
                                            weight_decay=5e-4)
     data = make_batch(models["ce"], args.batch, args.height, args.width, device)
 
-    print(f"bench_step: DeepLabV3 ResNetV1c-18 (ASPP 128 ch, FCN aux 64 ch), "
+    model_name = ("DeepLabV3 R-50-D8 (the Cityscapes study's model)" if big else
+                  "DeepLabV3 ResNetV1c-18 (ASPP 128 ch, FCN aux 64 ch)")
+    print(f"bench_step: {model_name}, "
           f"{NUM_CLASSES} classes, batch {args.batch} x 3 x {args.height} x {args.width}, "
           f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs ({platform.machine()})")
@@ -186,7 +226,7 @@ def main(argv=None) -> int:
           f"{args.steps} step(s)/variant, round-robin (order rotates each round)")
     sys.stdout.flush()
 
-    names = list(VARIANTS)
+    names = list(variants)
     t_start = time.perf_counter()
     torch.manual_seed(args.seed)
     for name in names:
