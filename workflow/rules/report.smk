@@ -101,9 +101,9 @@ rule overview:
     input:
         studies_with_results,
     output:
-        "paper/build/overview.md",
+        "paper/build/{study}/overview.md",
     log:
-        "logs/overview.log",
+        "logs/{study}/overview.log",
     shell:
         "rewardseg overview {input} --out {output} > {log} 2>&1"
 
@@ -115,7 +115,7 @@ rule slides_markdown:
         metrics="results/{study}/metrics.csv",
         report="results/{study}/report.done",
         qualitative="figures/{study}/qualitative.png",
-        overview="paper/build/overview.md",
+        overview="paper/build/{study}/overview.md",
     output:
         "paper/build/{study}/slides.md",
     log:
