@@ -132,7 +132,8 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
         study["variants"] = {"control": study["variants"]["control"]}
         cfg = os.path.join(root, "released.yaml")
         yaml.safe_dump(study, open(cfg, "w"))
-        snakemake(root, "results/released/runs/control/seed0.json", "--configfile", cfg)
+        snakemake(root, "results/released/report.done", "paper/build/released/slides.md",
+                  "results/released/results.html", "--configfile", cfg)
         base = os.path.join(root, "work", "released", "baseline")
         assert hashlib.sha256(open(os.path.join(base, "iter_4.pth"), "rb").read()
                               ).hexdigest() == digest
@@ -143,6 +144,16 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
                                              "seed0.json")))
         assert result["evals"][0]["metrics"]["mIoU"] == pytest.approx(trained[4], abs=1e-6)
         assert [e["step"] for e in result["evals"]] == [0, 2, 4]
+        # the report pipeline takes the released baseline: its point is in metrics.csv,
+        # the deck describes it
+        import pandas as pd
+
+        metrics = pd.read_csv(os.path.join(root, "results", "released", "metrics.csv"))
+        base_rows = metrics[(metrics["variant"] == "baseline") & (metrics["class"] == "mIoU")]
+        assert list(base_rows["step"]) == [4]
+        assert base_rows["IoU"].iloc[0] == pytest.approx(trained[4], abs=1e-4)
+        slides = open(os.path.join(root, "paper", "build", "released", "slides.md")).read()
+        assert "released CE checkpoints at iterations 4" in slides
 
         # a wrong digest: the job fails naming the file, nothing is left as complete
         study["study"] = "badsum"
@@ -302,6 +313,11 @@ def test_prepared_data_loads_through_the_study_config(study, tmp_path):
         cfg = build_run_config(tune_spec(st, "reference", 0, data_dir=str(tmp_path / "data")))
     finally:
         os.chdir(cwd)
+    from rewardseg.plots import val_pairs
+
+    pairs = val_pairs(cfg)  # what the qualitative panel shows
+    assert len(pairs) == meta["splits"]["val"]
+    assert all(os.path.isfile(img) and os.path.isfile(gt) for img, gt in pairs)
     for loader, split in (("train_dataloader", "train"), ("val_dataloader", "val")):
         ds = DATASETS.build(cfg[loader].dataset)
         assert len(ds) == meta["splits"][split] > 0

@@ -136,12 +136,32 @@ def _last_checkpoint(run_dir: str) -> str:
     return path
 
 
+def val_pairs(cfg) -> List[tuple]:
+    """(image, label map) paths of a run config's validation set, sorted. Suffixes come
+    from the prepared dataset's meta.json (every data rule writes them), else from the
+    config, else Cityscapes'."""
+    import glob
+    import json
+
+    ds = cfg.val_dataloader.dataset
+    data_root, prefix = ds.data_root, ds.data_prefix
+    meta_path = os.path.join(data_root, "meta.json")
+    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    img_suffix = meta.get("img_suffix") or ds.get("img_suffix", "_leftImg8bit.png")
+    seg_suffix = meta.get("label_suffix") or ds.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
+    img_dir = os.path.join(data_root, prefix["img_path"])
+    images = sorted(glob.glob(os.path.join(img_dir, "**", f"*{img_suffix}"), recursive=True))
+    if not images:
+        raise FileNotFoundError(f"no validation images *{img_suffix} under {img_dir}")
+    return [(p, os.path.join(data_root, prefix["seg_map_path"],
+                             os.path.relpath(p, img_dir)[: -len(img_suffix)] + seg_suffix))
+            for p in images]
+
+
 def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: str,
                        num_images: int = 3, seed: int = 0, control: str = "control") -> List[str]:
     """A few val images: input, ground truth, the control's and the best variant's
     predictions (seed ``seed``), in the class palette."""
-    import glob
-
     from matplotlib.patches import Patch
     from mmseg.apis import inference_model, init_model
     from PIL import Image
@@ -151,10 +171,12 @@ def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: s
     from .report import final_table
 
     table = final_table(pd.read_csv(metrics_csv))
-    best = table[table["variant"] != control].iloc[0]["variant"]
+    others = table[table["variant"] != control]
+    best = others.iloc[0]["variant"] if len(others) else None
+    shown = [control] + ([best] if best else [])
     labels = {v: (study["variants"][v] or {}).get("label", v) for v in study["variants"]}
     models = {}
-    for variant in (control, best):
+    for variant in shown:
         run_dir = os.path.join(work_root, study["study"], variant, f"seed{seed}")
         cfg = os.path.join(run_dir, "config.py")
         models[variant] = init_model(cfg, _last_checkpoint(run_dir), device="cpu")
@@ -162,14 +184,7 @@ def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: s
     meta = model.dataset_meta or {}
     classes = list(meta.get("classes", []))
     palette = np.array(meta.get("palette", []), dtype=np.uint8)
-    data_root = model.cfg.val_dataloader.dataset.data_root
-    prefix = model.cfg.val_dataloader.dataset.data_prefix
-    img_suffix = model.cfg.val_dataloader.dataset.get("img_suffix", "_leftImg8bit.png")
-    seg_suffix = model.cfg.val_dataloader.dataset.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
-    images = sorted(glob.glob(os.path.join(data_root, prefix["img_path"], "**", f"*{img_suffix}"),
-                              recursive=True))[:num_images]
-    if not images:
-        raise FileNotFoundError(f"no validation images under {data_root}")
+    pairs = val_pairs(model.cfg)[:num_images]
 
     def colour(label):
         out = np.zeros(label.shape + (3,), dtype=np.uint8)
@@ -177,15 +192,17 @@ def qualitative_figure(study: dict, metrics_csv: str, work_root: str, out_png: s
         out[valid] = palette[label[valid]]
         return out
 
-    fig, axes = plt.subplots(len(images), 4, figsize=(12, 2.2 * len(images) + 0.8), squeeze=False)
-    titles = ["input", "ground truth", labels.get(control, control), f"best: {labels.get(best, best)}"]
-    for row, path in enumerate(images):
-        rel = os.path.relpath(path, os.path.join(data_root, prefix["img_path"]))
-        gt_path = os.path.join(data_root, prefix["seg_map_path"], rel[: -len(img_suffix)] + seg_suffix)
+    cols = 2 + len(shown)
+    fig, axes = plt.subplots(len(pairs), cols, figsize=(3 * cols, 2.2 * len(pairs) + 0.8),
+                             squeeze=False)
+    titles = ["input", "ground truth", labels.get(control, control)]
+    if best:
+        titles.append(f"best: {labels.get(best, best)}")
+    for row, (path, gt_path) in enumerate(pairs):
         img = np.asarray(Image.open(path).convert("RGB"))
         gt = np.asarray(Image.open(gt_path))
         preds = [inference_model(models[v], path).pred_sem_seg.data[0].cpu().numpy()
-                 for v in (control, best)]
+                 for v in shown]
         for col, panel in enumerate([img, colour(gt)] + [colour(p) for p in preds]):
             ax = axes[row, col]
             ax.imshow(panel)
