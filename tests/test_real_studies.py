@@ -44,6 +44,10 @@ def test_paper_study_dry_run_lists_every_job(study, tmp_path):
     assert counts[data_rule] == 1 and counts["baseline"] == 1
     assert counts.get("class_weights", 0) == weights
     assert "synthetic_data" not in counts
+    # released checkpoints are fetched by local jobs; a baseline trained here fetches
+    # its ImageNet backbone instead
+    assert counts.get("released_checkpoint", 0) == (2 if study == "cityscapes" else 0)
+    assert counts.get("pretrained_weights", 0) == (0 if study == "cityscapes" else 1)
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
@@ -132,8 +136,10 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
         study["variants"] = {"control": study["variants"]["control"]}
         cfg = os.path.join(root, "released.yaml")
         yaml.safe_dump(study, open(cfg, "w"))
-        snakemake(root, "results/released/report.done", "paper/build/released/slides.md",
-                  "results/released/results.html", "--configfile", cfg)
+        proc = snakemake(root, "results/released/report.done",
+                         "paper/build/released/slides.md", "results/released/results.html",
+                         "--configfile", cfg)
+        assert "rule released_checkpoint" in proc.stdout + proc.stderr  # a local job
         base = os.path.join(root, "work", "released", "baseline")
         assert hashlib.sha256(open(os.path.join(base, "iter_4.pth"), "rb").read()
                               ).hexdigest() == digest
@@ -162,7 +168,7 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
         proc = snakemake(root, "work/badsum/baseline/run.json", "--configfile", cfg,
                          check=False)
         assert proc.returncode != 0
-        log = open(os.path.join(root, "logs", "badsum", "baseline.log")).read()
+        log = open(os.path.join(root, "logs", "badsum", "released_iter_4.log")).read()
         assert "iter_4.pth" in log and "sha256 checksum mismatch" in log
         bad = os.path.join(root, "work", "badsum", "baseline")
         left = os.listdir(bad) if os.path.isdir(bad) else []  # snakemake drops empty dirs

@@ -95,6 +95,14 @@ def _cmd_prepare(ns) -> int:
     return 0
 
 
+def _cmd_download(ns) -> int:
+    from .data.archive import download
+
+    download(ns.url, ns.out, md5=ns.md5, sha256=ns.sha256, progress=not ns.quiet)
+    print(f"{ns.out}: verified")
+    return 0
+
+
 def _cmd_fetch_pretrained(ns) -> int:
     from .pretrained import fetch_pretrained
 
@@ -240,6 +248,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, help="conversion processes (0: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("download", help="download a file (resumable), verify its checksum, "
+                                        "rename it into place")
+    p.add_argument("url")
+    p.add_argument("out")
+    p.add_argument("--sha256", default=None, help="sha256 or a prefix of it")
+    p.add_argument("--md5", default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_download)
 
     p = sub.add_parser("fetch-pretrained",
                        help="download a model config's ImageNet backbone weights into "

@@ -20,6 +20,9 @@ SEEDS = [int(s) for s in config["seeds"]]
 VARIANTS = list(config["variants"])
 DATASET = config["dataset"]["name"]
 SOURCE = config["dataset"]["source"]
+# released baseline checkpoints, fetched on the submitting machine (compute nodes may
+# have no internet); the baseline job then only evaluates them
+RELEASED = released_checkpoints(config)
 SMOOTHINGS = sorted({variant_fields(config, v)["class_weight_smoothing"]
                      for v in VARIANTS} - {None})
 
@@ -57,6 +60,7 @@ wildcard_constraints:
     study=STUDY,
     variant="|".join(VARIANTS).replace(".", r"\."),
     seed=r"\d+",
+    step=r"\d+",
     dataset=DATASET,
 
 
@@ -161,6 +165,7 @@ localrules:
     collect_baseline,
     study_config,
     pretrained_weights,
+    released_checkpoint,
     aggregate,
     overview,
     report,

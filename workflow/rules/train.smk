@@ -9,11 +9,27 @@ rule pretrained_weights:
         "rewardseg fetch-pretrained {input} --touch {output} > {log} 2>&1"
 
 
+if RELEASED:
+
+    rule released_checkpoint:
+        output:
+            "work/{study}/baseline/iter_{step}.pth",
+        params:
+            url=lambda wc: RELEASED[int(wc.step)]["url"],
+            sha256=lambda wc: RELEASED[int(wc.step)]["sha256"],
+        log:
+            "logs/{study}/released_iter_{step}.log",
+        shell:
+            "rewardseg download {params.url:q} {output} --sha256 {params.sha256} 2> {log}"
+
+
 rule baseline:
     input:
         data=f"data/{DATASET}/meta.json",
         model=config["model"]["config"],
         pretrained=pretrained_input,
+        released=lambda wc: expand("work/{study}/baseline/iter_{step}.pth", study=wc.study,
+                                   step=list(RELEASED)),
     output:
         "work/{study}/baseline/run.json",
     params:
