@@ -411,3 +411,18 @@ def test_class_setting_and_model_must_agree(tmp_path):
         assert cfg.model.decode_head.num_classes == 66
     finally:
         os.chdir(cwd)
+
+
+@pytest.mark.parametrize("study", ["default"] + sorted(STUDIES))
+def test_lint_has_only_the_software_deployment_reminder(study, tmp_path):
+    """`snakemake --lint` flags every rule without a conda env or container (the software
+    is the pip-installed package) and must flag nothing else."""
+    root = copy_workflow(tmp_path / "wf")
+    proc = snakemake(root, "--lint", "--configfile", f"configs/studies/{study}.yaml",
+                     check=False)
+    text = proc.stdout + proc.stderr
+    rules = text.count("Lints for rule")
+    reminders = text.count("Specify a conda environment or container for each rule.")
+    items = text.count("\n    * ")
+    assert rules >= 5 and reminders == rules == items, text[-3000:]
+    assert "Lints for snakefile" not in text and "localrules directive" not in text

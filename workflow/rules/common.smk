@@ -73,7 +73,7 @@ def prepare_options(wildcards):
     opts = ["--raw-dir", ds.get("raw_dir", f"data/raw/{SOURCE}")]
     for key in ("local_copy", "classes", "version", "base_url"):
         if ds.get(key):
-            opts += ["--" + key.replace("_", "-"), str(ds[key])]
+            opts += [f"--{key.replace('_', '-')}", str(ds[key])]
     for key in ("urls", "sha256"):
         for name, value in (ds.get(key) or {}).items():
             opts += ["--url" if key == "urls" else "--sha256", f"{name}={value}"]
@@ -156,16 +156,11 @@ TABLES = [f"{t}.{ext}" for t in ("final_miou", "per_class_iou") for ext in ("md"
 # Everything but training runs on the submitting machine under `--profile slurm`.
 localrules:
     all,
-    synthetic_data,
-    cityscapes_data,
-    easyportrait_data,
-    mapillary_data,
     class_weights,
     collect_run,
     collect_baseline,
     study_config,
     pretrained_weights,
-    released_checkpoint,
     aggregate,
     overview,
     report,

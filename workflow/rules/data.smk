@@ -5,6 +5,9 @@
 
 if SOURCE == "synthetic":
 
+    localrules:
+        synthetic_data,
+
     rule synthetic_data:
         output:
             meta="data/{dataset}/meta.json",
@@ -26,6 +29,9 @@ if SOURCE == "synthetic":
 
 elif SOURCE == "cityscapes":
 
+    localrules:
+        cityscapes_data,
+
     rule cityscapes_data:
         output:
             meta="data/{dataset}/meta.json",
@@ -41,6 +47,9 @@ elif SOURCE == "cityscapes":
 
 elif SOURCE == "easyportrait":
 
+    localrules:
+        easyportrait_data,
+
     rule easyportrait_data:
         output:
             meta="data/{dataset}/meta.json",
@@ -53,6 +62,9 @@ elif SOURCE == "easyportrait":
             "rewardseg prepare easyportrait {params.root} {params.options} 2> {log}"
 
 elif SOURCE == "mapillary":
+
+    localrules:
+        mapillary_data,
 
     rule mapillary_data:
         output:

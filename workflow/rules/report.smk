@@ -89,8 +89,8 @@ rule notebook_html:
     output:
         "results/{study}/results.html",
     params:
-        notebook="results/{study}/results.ipynb",
-        outdir="results/{study}",
+        notebook=lambda wc, output: os.path.join(os.path.dirname(output[0]), "results.ipynb"),
+        outdir=lambda wc, output: os.path.dirname(output[0]),
     log:
         "logs/{study}/notebook_html.log",
     shell:

@@ -11,6 +11,9 @@ rule pretrained_weights:
 
 if RELEASED:
 
+    localrules:
+        released_checkpoint,
+
     rule released_checkpoint:
         output:
             "work/{study}/baseline/iter_{step}.pth",
