@@ -216,3 +216,23 @@ def test_cli_reports_missing_credentials_in_one_line(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and ENV_USER in lines[0] and ENV_PASSWORD in lines[0]
+
+
+def test_full_disk_is_not_reported_as_a_corrupt_archive(tmp_path, monkeypatch):
+    import errno
+    import shutil
+
+    from rewardseg.data import archive
+
+    zpath = tmp_path / "a.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        zf.writestr("x/y.txt", "hello")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(shutil, "copyfileobj", full)
+    with pytest.raises(DataError, match="cannot extract into .*No space left on device.*"
+                                        "archive was kept"):
+        archive.extract_zip(str(zpath), str(tmp_path / "out"), progress=False)
+    assert zpath.exists() and not (tmp_path / "out.partial").exists()

@@ -186,10 +186,14 @@ def extract_zip(path: str, dest_dir: str, members: Optional[Iterable[str]] = Non
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as dst:
                     shutil.copyfileobj(src, dst, CHUNK)  # raises BadZipFile on CRC error
-    except (zipfile.BadZipFile, OSError, EOFError, zipfile.LargeZipFile, zlib.error) as err:
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, zlib.error) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"{path}: extraction failed ({err}); the archive is corrupt or "
                         "truncated, nothing was extracted") from None
+    except OSError as err:  # the file system, not the archive (disk full, read-only, ...)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"{path}: cannot extract into {tmp} ({err.strerror or err}); "
+                        "nothing was extracted and the archive was kept") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
