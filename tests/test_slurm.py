@@ -89,7 +89,8 @@ def test_cancelled_job_is_retried_and_resumes(slurm, tmp_path):
            "cancel.yaml"]  # the target first: --configfile takes several values
     proc = subprocess.Popen(cmd, cwd=root, env=ENV, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    ckpt = os.path.join(root, "work/cancel/long/seed0/iter_20.pth")
+    # written by mmengine after iter_20.pth: the checkpoint is complete and resumable
+    ckpt = os.path.join(root, "work/cancel/long/seed0/last_checkpoint")
     deadline = time.time() + 600
     while not os.path.exists(ckpt):
         assert proc.poll() is None, proc.stdout.read()[-3000:]
