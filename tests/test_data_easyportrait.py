@@ -13,6 +13,7 @@ from PIL import Image
 from fakeserver import FakeServer
 from rewardseg.data import DataError, prepare
 from rewardseg.data import easyportrait as ep
+from rewardseg.data import labels
 
 H, W = 16, 24
 SPLITS = {"train": 3, "val": 2, "test": 2}
@@ -198,7 +199,7 @@ def test_local_copy_extracted_tree_is_symlinked(tmp_path, no_network, monkeypatc
     local = str(tmp_path / "local")
     write_tree(local, data)
     root = str(tmp_path / "ep")
-    monkeypatch.setattr(ep, "POOL_MIN_FILES", 1)  # exercise the process pool
+    monkeypatch.setattr(labels, "POOL_MIN_FILES", 1)  # exercise the process pool
     ep.prepare_easyportrait(root, str(tmp_path / "raw"), local_copy=local, progress=False)
     check_output(root, data, "face_parsing")
     for split in SPLITS:

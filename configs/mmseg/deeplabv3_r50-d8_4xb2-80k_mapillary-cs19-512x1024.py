@@ -9,8 +9,3 @@ _base_ = [
 custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)
 crop_size = (512, 1024)
 model = dict(data_preprocessor=dict(size=crop_size))
-custom_hooks = [
-    dict(type='NonFiniteLossHook'),
-    dict(type='RNGStateHook'),
-    dict(type='ValMetricsRecorder'),
-]

@@ -12,8 +12,3 @@ model = dict(
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(num_classes=8),
     auxiliary_head=dict(num_classes=8))
-custom_hooks = [
-    dict(type='NonFiniteLossHook'),
-    dict(type='RNGStateHook'),
-    dict(type='ValMetricsRecorder'),
-]

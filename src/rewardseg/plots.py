@@ -141,12 +141,12 @@ def val_pairs(cfg) -> List[tuple]:
     from the prepared dataset's meta.json (every data rule writes them), else from the
     config, else Cityscapes'."""
     import glob
-    import json
+
+    from .data import load_meta
 
     ds = cfg.val_dataloader.dataset
     data_root, prefix = ds.data_root, ds.data_prefix
-    meta_path = os.path.join(data_root, "meta.json")
-    meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+    meta = load_meta(data_root)
     img_suffix = meta.get("img_suffix") or ds.get("img_suffix", "_leftImg8bit.png")
     seg_suffix = meta.get("label_suffix") or ds.get("seg_map_suffix", "_gtFine_labelTrainIds.png")
     img_dir = os.path.join(data_root, prefix["img_path"])

@@ -9,6 +9,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from .fileio import write_text_atomic
+
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
          9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
@@ -177,9 +179,5 @@ def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.D
             lines.append(f"| {r['study']} | {r['variants']} | {r['seeds']} | "
                          f"{_fmt(r['control'])} | {r['best']} | {_fmt(r['best_mean'])} | "
                          f"{r['delta']:+.2f} | {r['ci']} | {r['above']} / {r['below']} |")
-        os.makedirs(os.path.dirname(os.path.abspath(out_md)), exist_ok=True)
-        tmp = out_md + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, out_md)
+        write_text_atomic(out_md, "\n".join(lines) + "\n")
     return df

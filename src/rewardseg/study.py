@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
+from .fileio import write_json_atomic
+
 RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "loss",
               "baseline", "alpha", "num_samples", "sample_at", "ema_momentum", "ce_weight",
               "aux_head", "class_weight_smoothing", "experiment", "label")
@@ -189,11 +191,10 @@ def _loss_decode(spec: Dict[str, Any]):
 
 def _check_num_classes(cfg, spec: Dict[str, Any]) -> None:
     """The prepared dataset (meta.json) and the model must agree on the classes."""
+    from .data import load_meta
+
+    classes = load_meta(spec["data_root"]).get("classes") or []
     meta_path = os.path.join(spec["data_root"], "meta.json")
-    if not os.path.isfile(meta_path):
-        return
-    with open(meta_path) as fh:
-        classes = json.load(fh).get("classes") or []
     heads = [cfg.model.get("decode_head"), cfg.model.get("auxiliary_head")]
     for head in heads:
         if isinstance(head, dict) and "num_classes" in head and classes \
@@ -204,8 +205,10 @@ def _check_num_classes(cfg, spec: Dict[str, Any]) -> None:
                 "model config for that class setting")
 
 
-def build_run_config(spec: Dict[str, Any]):
-    """The mmengine Config of one run spec (baseline or tune)."""
+def build_run_config(spec: Dict[str, Any], record_step: Optional[int] = None):
+    """The mmengine Config of one run spec (baseline or tune). Its validations are
+    recorded by ``ValMetricsRecorder`` (at ``record_step`` instead of the training
+    iteration when given: evaluating a released checkpoint)."""
     from mmengine.config import Config
 
     import rewardseg  # noqa: F401
@@ -236,6 +239,11 @@ def build_run_config(spec: Dict[str, Any]):
         if cfg.model.get("backbone") is not None:
             cfg.model.backbone.init_cfg = None
     _check_num_classes(cfg, spec)
+    recorder = dict(type="ValMetricsRecorder")
+    if record_step is not None:
+        recorder["step"] = int(record_step)
+    cfg.custom_hooks = [h for h in cfg.get("custom_hooks") or []
+                        if h["type"] != "ValMetricsRecorder"] + [recorder]
     head_type, losses = _loss_decode(spec)
     cfg.model.decode_head.type = head_type
     cfg.model.decode_head.loss_decode = losses
@@ -253,7 +261,6 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     """
     from mmengine.runner import Runner
 
-    from .provenance import git_commit, package_versions
     from .train import distributed_rank, init_cpu_process_group, prepare_config
 
     os.makedirs(work_dir, exist_ok=True)
@@ -275,24 +282,23 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    record = dict(spec=spec, seed=spec["seed"], resumed=resume, git_commit=git_commit(),
-                  world_size=world_size,
+    return _finish_run(record_path, spec, resume, t0, int(runner.iter))
+
+
+def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float,
+                final_iter: int) -> Dict[str, Any]:
+    """``run.json``: spec, provenance, wall time; written last and atomically by rank 0
+    (the workflow's completion marker)."""
+    from .provenance import git_commit, package_versions
+    from .train import distributed_rank
+
+    record = dict(spec=spec, seed=spec["seed"], resumed=resumed, git_commit=git_commit(),
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")),
                   versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
-                  final_iter=int(runner.iter), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    if rank == 0:
-        tmp = record_path + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(record, fh, indent=2)
-        os.replace(tmp, record_path)
+                  final_iter=final_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if distributed_rank() == 0:
+        write_json_atomic(record_path, record)
     return record
-
-
-def _write_record(record_path: str, record: Dict[str, Any]) -> None:
-    tmp = record_path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(record, fh, indent=2)
-    os.replace(tmp, record_path)
 
 
 def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none"):
@@ -301,7 +307,6 @@ def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none
     from mmengine.runner import Runner
 
     from .data.archive import download
-    from .provenance import git_commit, package_versions
     from .train import distributed_rank, init_cpu_process_group, prepare_config
 
     t0 = time.time()
@@ -318,20 +323,12 @@ def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none
             dist.barrier()
         if int(step) in done:
             continue
-        cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"],
-                             load_from=path, launcher=launcher)
-        cfg.custom_hooks = [h for h in cfg.custom_hooks if h["type"] != "ValMetricsRecorder"]
-        cfg.custom_hooks.append(dict(type="ValMetricsRecorder", step=int(step)))
+        cfg = prepare_config(build_run_config(spec, record_step=int(step)), work_dir,
+                             seed=spec["seed"], load_from=path, launcher=launcher)
         cfg.experiment_name = f"released_iter_{int(step)}_{os.getpid()}"
         Runner.from_cfg(cfg).val()
-    record = dict(spec=spec, seed=spec["seed"], resumed=bool(done), git_commit=git_commit(),
-                  world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                  versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
-                  final_iter=max(int(s) for s in spec["released"]),
-                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    if rank == 0:
-        _write_record(os.path.join(work_dir, "run.json"), record)
-    return record
+    return _finish_run(os.path.join(work_dir, "run.json"), spec, bool(done), t0,
+                       max(int(s) for s in spec["released"]))
 
 
 def read_val_metrics(work_dir: str) -> List[Dict[str, Any]]:
@@ -365,9 +362,5 @@ def collect_run(work_dir: str, out: str, baseline_dir: Optional[str] = None) -> 
     result = dict(study=spec["study"], variant=spec["variant"], seed=spec["seed"],
                   spec=spec, evals=evals, provenance={k: record[k] for k in (
                       "git_commit", "versions", "wall_time_s", "resumed", "finished")})
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(result, fh, indent=1)
-    os.replace(tmp, out)
+    write_json_atomic(out, result, indent=1)
     return result

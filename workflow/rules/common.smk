@@ -81,6 +81,8 @@ def prepare_options(wildcards):
 
 
 def dataset_meta(path):
+    """The prepared dataset's meta.json, given its path (a rule input; a missing file
+    raises FileNotFoundError, which snakemake takes as "known once the input exists")."""
     with open(path) as fh:
         return json.load(fh)
 

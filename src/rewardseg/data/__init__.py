@@ -4,6 +4,9 @@ Each ``prepare_<dataset>`` writes ``<root>/meta.json`` last (atomically): the wo
 takes a dataset as ready only when it exists. Raw archives live in a separate
 ``raw_dir`` so that a converted tree can be rebuilt without downloading again.
 """
+import json
+import os
+
 from .archive import DataError  # noqa: F401
 
 SOURCES = ("cityscapes", "easyportrait", "mapillary")
@@ -21,3 +24,12 @@ def prepare(source: str, root: str, **options):
         raise DataError(f"dataset.source: unknown source {source!r} "
                         f"(expected one of: synthetic, {', '.join(SOURCES)})")
     return fn(root, **options)
+
+
+def load_meta(root: str) -> dict:
+    """``root/meta.json`` of a prepared dataset ({} when it is not there yet)."""
+    path = os.path.join(root, "meta.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as fh:
+        return json.load(fh)

@@ -15,13 +15,14 @@ Rules of the house:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import zipfile
 import zlib
-from typing import Dict, Iterable, Optional
+from typing import Iterable, Optional
 from urllib.parse import urlsplit, urlunsplit
+
+from ..fileio import write_json_atomic  # noqa: F401  (re-exported for the preparations)
 
 CHUNK = 1 << 20
 
@@ -201,14 +202,6 @@ def extract_zip(path: str, dest_dir: str, members: Optional[Iterable[str]] = Non
         shutil.rmtree(dest_dir)
     os.replace(tmp, dest_dir)
     return dest_dir
-
-
-def write_json_atomic(path: str, obj: Dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=2)
-    os.replace(tmp, path)
 
 
 def remove_meta(root: str) -> None:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .archive import (DataError, _public_url, check_zip, download, extract_zip, remove_meta,
                       write_json_atomic)
+from .labels import symlink_dir
 
 BASE_URL = "https://www.cityscapes-dataset.com"
 ENV_USER = "CITYSCAPES_USERNAME"
@@ -27,6 +28,14 @@ PACKAGES = {"leftImg8bit": "leftImg8bit_trainvaltest.zip", "gtFine": "gtFine_tra
 IMG_SUFFIX = "_leftImg8bit.png"
 POLYGON_SUFFIX = "_gtFine_polygons.json"
 LABEL_SUFFIX = "_gtFine_labelTrainIds.png"
+
+
+def train_classes() -> Tuple[List[str], List[List[int]]]:
+    """Names and colours of the 19 train ids, from cityscapesscripts' label table."""
+    from cityscapesscripts.helpers.labels import labels
+
+    train = sorted((l for l in labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)
+    return [l.name for l in train], [list(l.color) for l in train]
 
 
 def credentials() -> tuple:
@@ -138,12 +147,6 @@ def make_train_ids(root: str, splits: Sequence[str] = ("train", "val"), workers:
     return len(files)
 
 
-def _link_tree(src: str, dest: str) -> None:
-    if os.path.islink(dest) or os.path.exists(dest):
-        return
-    os.symlink(os.path.abspath(src), dest)
-
-
 def _count(root: str, sub: str, split: str, suffix: str) -> int:
     return len(glob.glob(os.path.join(root, sub, split, "*", "*" + suffix)))
 
@@ -161,7 +164,7 @@ def prepare_cityscapes(root: str, raw_dir: str, local_copy: Optional[str] = None
         if local_copy:
             if os.path.isdir(os.path.join(local_copy, top)):
                 if top == "leftImg8bit":
-                    _link_tree(os.path.join(local_copy, top), os.path.join(root, top))
+                    symlink_dir(os.path.join(local_copy, top), os.path.join(root, top))
                 else:
                     _copy_polygons(os.path.join(local_copy, top), os.path.join(root, top),
                                    splits)
@@ -194,12 +197,8 @@ def prepare_cityscapes(root: str, raw_dir: str, local_copy: Optional[str] = None
         if counts[s] == 0 or n_lab != counts[s]:
             raise DataError(f"{os.path.join(root, 'leftImg8bit', s)}: {counts[s]} images but "
                             f"{n_lab} label maps in gtFine/{s}")
-    from cityscapesscripts.helpers.labels import labels
-
-    train_labels = sorted((l for l in labels if 0 <= l.trainId < 255), key=lambda l: l.trainId)
-    meta = dict(dataset="cityscapes", source="cityscapes",
-                classes=[l.name for l in train_labels],
-                palette=[list(l.color) for l in train_labels],
+    classes, palette = train_classes()
+    meta = dict(dataset="cityscapes", source="cityscapes", classes=classes, palette=palette,
                 splits=counts, img_dir="leftImg8bit", label_dir="gtFine",
                 img_suffix=IMG_SUFFIX, label_suffix=LABEL_SUFFIX, train_labels="gtFine/train",
                 num_label_maps=n_labels,

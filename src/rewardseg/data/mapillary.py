@@ -57,24 +57,17 @@ import os
 import zipfile
 from typing import Dict, List, Optional
 
-from .archive import DataError, extract_zip, remove_meta, write_json_atomic
-from .easyportrait import (IGNORE_INDEX, IMG_SUFFIX, LABEL_SUFFIX, convert_labels,
-                           make_lut, pair_labels, symlink_dir)
+from .archive import DataError, extract_zip, remove_meta
+from .cityscapes import train_classes
+from .labels import convert_split, make_lut, pair_labels, symlink_dir, write_label_meta
 
 DOWNLOAD_PAGE = "https://www.mapillary.com/dataset/vistas"
 VERSIONS = ("v1.2", "v2.0")
 #: our split name -> Vistas folder (the test split has no public labels)
 SPLITS = {"train": "training", "val": "validation"}
 
-CITYSCAPES_CLASSES = [
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-    "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
-    "bus", "train", "motorcycle", "bicycle"]
-CITYSCAPES_PALETTE = [
-    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153],
-    [153, 153, 153], [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152],
-    [70, 130, 180], [220, 20, 60], [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100],
-    [0, 80, 100], [0, 0, 230], [119, 11, 32]]
+#: the 19 Cityscapes train classes and colours (cityscapesscripts' label table)
+CITYSCAPES_CLASSES, CITYSCAPES_PALETTE = train_classes()
 
 _MARKINGS_V12 = ["marking--crosswalk-zebra", "marking--general"]
 _MARKINGS_V20 = [
@@ -312,30 +305,11 @@ def prepare_mapillary(root: str, raw_dir: str, classes: str = "cityscapes",
         if lut is None:
             symlink_dir(ann_src, out_dir)
         else:
-            jobs = [(os.path.join(ann_src, s + LABEL_SUFFIX),
-                     os.path.join(out_dir, s + LABEL_SUFFIX)) for s in stems]
-            convert_labels(jobs, lut, out_dir, progress=progress, desc=f"{label_dir}/{split}",
-                           workers=workers)
+            convert_split(ann_src, out_dir, stems, lut, progress=progress,
+                          desc=f"{label_dir}/{split}", workers=workers)
         counts[split] = len(stems)
 
-    meta = {
-        "dataset": "mapillary",
-        "source": "mapillary",
-        "version": version,
-        "classes": class_names,
-        "palette": palette,
-        "num_classes": len(class_names),
-        "ignore_index": IGNORE_INDEX,
-        "splits": counts,
-        "img_dir": "images",
-        "label_dir": label_dir,
-        "img_suffix": IMG_SUFFIX,
-        "label_suffix": LABEL_SUFFIX,
-        "train_labels": f"{label_dir}/train",
-        "class_setting": classes,
-        "raw": base,
-        **meta_extra,
-        "license": "CC BY-NC-SA 4.0 (Mapillary Vistas research licence)",
-    }
-    write_json_atomic(os.path.join(root, "meta.json"), meta)
+    meta = write_label_meta(root, "mapillary", class_names, palette, counts, label_dir, classes,
+                            license="CC BY-NC-SA 4.0 (Mapillary Vistas research licence)",
+                            version=version, raw=base, **meta_extra)
     return meta

@@ -12,6 +12,9 @@ from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import DATASETS, HOOKS, METRICS
 
 from .. import synthetic
+from ..data.easyportrait import CLASS_SETTINGS
+
+FACE_PARSING = CLASS_SETTINGS["face_parsing"]
 
 
 @DATASETS.register_module()
@@ -33,11 +36,7 @@ class EasyPortraitDataset(BaseSegDataset):
     classes, person merged into background); pass ``metainfo`` with the two portrait
     classes for the portrait setting. Images ``.jpg``, label maps ``.png``."""
 
-    METAINFO = dict(
-        classes=("background", "skin", "left brow", "right brow", "left eye", "right eye",
-                 "lips", "teeth"),
-        palette=[[0, 0, 0], [223, 87, 188], [160, 221, 255], [130, 106, 237],
-                 [200, 121, 255], [255, 183, 255], [0, 144, 193], [113, 137, 255]])
+    METAINFO = dict(classes=tuple(FACE_PARSING[0]), palette=[list(c) for c in FACE_PARSING[1]])
 
     def __init__(self, img_suffix=".jpg", seg_map_suffix=".png", reduce_zero_label=False,
                  **kwargs):
