@@ -16,12 +16,18 @@ import yaml
 
 from .fileio import write_json_atomic
 
-RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "loss",
-              "baseline", "alpha", "num_samples", "sample_at", "ema_momentum", "ce_weight",
-              "aux_head", "class_weight_smoothing", "experiment", "label")
-TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, baseline="rloo", alpha=0.1, num_samples=2,
-                       sample_at="logits", ema_momentum=0.9, ce_weight=0.0, aux_head=True,
+RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "optimizer",
+              "weight_decay", "loss", "baseline", "alpha", "num_samples", "sample_at",
+              "normalize", "ema_momentum", "ce_weight", "aux_head", "class_weight_smoothing",
+              "experiment", "label")
+TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=None,
+                       baseline="rloo", alpha=0.1, num_samples=2, sample_at="logits",
+                       normalize="image", ema_momentum=0.9, ce_weight=0.0, aux_head=True,
                        class_weight_smoothing=None)
+# tuning optimizers: SGD keeps the model config's (momentum, weight decay); AdamW's update
+# does not depend on the loss's scale (like big_vision's Adafactor)
+OPTIMIZERS = ("sgd", "adamw")
+ADAMW_WEIGHT_DECAY = 0.01
 
 
 class StudyError(ValueError):
@@ -76,6 +82,13 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
         if spec["loss"] == "reinforce" and spec["baseline"] == "rloo" and spec["num_samples"] < 2:
             raise StudyError(f"{source}: variants.{name}: baseline 'rloo' needs "
                              "num_samples >= 2")
+        if spec["baseline"] == "batch_loo" and spec["loss"] in ("reinforce", "weighted_ce"):
+            gpus = max(int(((study.get("resources") or {}).get("tune") or {}).get("gpus", 1)), 1)
+            if spec["batch_size"] * gpus < 2:
+                raise StudyError(
+                    f"{source}: variants.{name}: baseline 'batch_loo' needs at least 2 images "
+                    f"in the global batch, but batch_size = {spec['batch_size']} x "
+                    f"resources.tune.gpus = {gpus} gives {spec['batch_size'] * gpus}")
         if spec["loss"] == "weighted_ce" and spec["baseline"] not in ("batch_loo", "none"):
             raise StudyError(f"{source}: variants.{name}: loss 'weighted_ce' takes baseline "
                              f"'batch_loo' or 'none', not {spec['baseline']!r}")
@@ -185,8 +198,24 @@ def _loss_decode(spec: Dict[str, Any]):
                alpha=spec["alpha"], class_weight=spec.get("class_weight"))
     if loss == "reinforce":
         cfg.update(num_samples=spec["num_samples"], sample_at=spec["sample_at"],
+                   normalize=spec.get("normalize", "image"),
                    ema_momentum=spec["ema_momentum"], ce_weight=spec["ce_weight"])
     return "RewardASPPHead", [cfg]
+
+
+def _set_optimizer(cfg, spec: Dict[str, Any]) -> None:
+    """``optimizer: sgd`` keeps the model config's SGD (momentum, weight decay);
+    ``adamw`` replaces it. ``weight_decay`` overrides either's."""
+    name = spec.get("optimizer") or "sgd"
+    if name not in OPTIMIZERS:
+        raise StudyError(f"optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+    decay = spec.get("weight_decay")
+    if name == "adamw":
+        cfg.optim_wrapper.optimizer = dict(
+            type="AdamW", lr=spec["lr"], betas=(0.9, 0.999),
+            weight_decay=ADAMW_WEIGHT_DECAY if decay is None else float(decay))
+    elif decay is not None:
+        cfg.optim_wrapper.optimizer.weight_decay = float(decay)
 
 
 def _check_num_classes(cfg, spec: Dict[str, Any]) -> None:
@@ -224,6 +253,7 @@ def build_run_config(spec: Dict[str, Any], record_step: Optional[int] = None):
     cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters,
                          val_interval=spec["eval_interval"])
     cfg.optim_wrapper.optimizer.lr = spec["lr"]
+    _set_optimizer(cfg, spec)
     cfg.param_scheduler = [dict(type="PolyLR", eta_min=spec["min_lr"], power=0.9, begin=0,
                                 end=iters, by_epoch=False)]
     # baseline: every start point; tuning: the last two (resume even if the newest is torn)

@@ -22,10 +22,48 @@ from ..rewards import per_image_miou
 ESTIMATORS = ("weighted_ce", "reinforce")
 BASELINES = {
     "weighted_ce": ("batch_loo", "none"),
-    "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema"),
+    "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema", "greedy"),
 }
 DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
 SAMPLE_AT = ("logits", "label")
+# reinforce: ``image`` sums the log-likelihood over an image's valid pixels (the loss's
+# expected gradient is grad E[R] itself); ``pixel`` averages it (grad E[R] / n_valid).
+NORMALIZE = ("image", "pixel")
+
+
+def _world() -> tuple:
+    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_batch(values: Tensor) -> tuple:
+    """``values`` of every process's batch, concatenated along dim 0 in rank order, and
+    the offset of this process's images in it. Every process must have the same local
+    batch size (mmseg's iteration-based samplers always deliver full batches)."""
+    rank, world = _world()
+    if world == 1:
+        return values, 0
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(values) for _ in range(world)]
+    dist.all_gather(parts, values.contiguous())
+    return torch.cat(parts), rank * values.shape[0]
+
+
+def nearest_index(size, out_size, device) -> Tensor:
+    """Flat index ``(H*W,)`` of the ``size = (h, w)`` pixel that nearest-neighbour
+    upsampling (``F.interpolate(mode='nearest')``) copies to each ``out_size = (H, W)``
+    pixel."""
+    (h, w), (oh, ow) = tuple(size), tuple(out_size)
+    rows = F.interpolate(torch.arange(h, device=device, dtype=torch.float32).view(1, 1, h, 1),
+                         size=(oh, 1), mode="nearest").view(oh).long()
+    cols = F.interpolate(torch.arange(w, device=device, dtype=torch.float32).view(1, 1, 1, w),
+                         size=(1, ow), mode="nearest").view(ow).long()
+    return (rows[:, None] * w + cols[None, :]).reshape(-1)
 
 
 class RewardLossOutput(NamedTuple):
@@ -82,14 +120,26 @@ class RewardLoss(nn.Module):
             (the reward of an extra, independent sample of the same image),
             ``'rloo'`` (mean reward of the other ``num_samples - 1`` samples of the
             same image), ``'batch_loo'`` (``alpha`` x mean reward of the other images of
-            the batch), ``'ema'`` (moving average of past rewards). ``weighted_ce``:
-            ``'batch_loo'`` (the original) or ``'none'``. Default: ``'batch_loo'`` for
-            ``weighted_ce``, ``'rloo'`` for ``reinforce``.
+            the global batch, gathered over every process), ``'ema'`` (moving average of
+            past rewards), ``'greedy'`` (self-critical: the reward of the argmax map of
+            the same image). ``weighted_ce``: ``'batch_loo'`` (the original) or
+            ``'none'``. Default: ``'batch_loo'`` for ``weighted_ce``, ``'rloo'`` for
+            ``reinforce``.
         alpha: scale of the ``batch_loo`` baseline (0.1 in the original code).
         num_samples: label maps sampled per image (``reinforce``).
         sample_at: ``'logits'`` samples at the head's output resolution and upsamples
-            the sampled map (nearest) for the reward; ``'label'`` upsamples the logits
+            the sampled map (nearest) for the reward; a head pixel counts as valid when
+            any label pixel it is copied to is valid. ``'label'`` upsamples the logits
             (bilinear, like mmseg's CE) and samples at label resolution.
+        normalize: ``reinforce`` only. ``'image'`` (default): per image and sample
+            ``-(R - b) * sum_valid log p(y'_j)``, averaged over images and samples; the
+            loss's expected gradient is ``grad E[R]`` of the per-image reward, whatever
+            the image size or sampling resolution, on the scale of a per-pixel-mean CE
+            (use learning rates of CE's order). ``'pixel'``: the sum divided by the
+            number of valid pixels (at the sampling resolution): the expected gradient
+            is ``grad E[R] / n_valid``, ``n_valid`` times smaller than CE's, so SGD
+            needs a learning rate about ``n_valid`` times larger to move as much
+            (scale-free optimizers such as AdamW do not care).
         ema_momentum: ``b <- m * b + (1 - m) * mean reward`` after every step.
         ce_weight: ``lambda`` of an added ``lambda * CE(logits, gt)`` term (reinforce).
         class_weight: per-class weights (list, ``.npy`` or JSON from
@@ -107,6 +157,7 @@ class RewardLoss(nn.Module):
                  alpha: float = 0.1,
                  num_samples: int = 2,
                  sample_at: str = "logits",
+                 normalize: str = "image",
                  ema_momentum: float = 0.9,
                  ce_weight: float = 0.0,
                  class_weight: Union[None, str, Sequence[float]] = None,
@@ -123,6 +174,8 @@ class RewardLoss(nn.Module):
                              f"{estimator!r}; valid: {', '.join(BASELINES[estimator])}")
         if sample_at not in SAMPLE_AT:
             raise _choice_error("sample_at", sample_at, SAMPLE_AT)
+        if normalize not in NORMALIZE:
+            raise _choice_error("normalize", normalize, NORMALIZE)
         if int(num_samples) < 1:
             raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
         if estimator == "reinforce" and baseline == "rloo" and int(num_samples) < 2:
@@ -137,6 +190,7 @@ class RewardLoss(nn.Module):
         self.alpha = float(alpha)
         self.num_samples = int(num_samples)
         self.sample_at = sample_at
+        self.normalize = normalize
         self.ema_momentum = float(ema_momentum)
         self.ce_weight = float(ce_weight)
         self.empty_reward = float(empty_reward)
@@ -176,6 +230,16 @@ class RewardLoss(nn.Module):
             return torch.zeros_like(values)
         return (values.sum(dim=dim, keepdim=True) - values) / (n - 1)
 
+    def _batch_loo(self, values: Tensor) -> Tensor:
+        """``alpha`` x the mean of ``values`` (``(B, ...)``) over the *other* images of
+        the global batch (every process's images, gathered)."""
+        everything, offset = gather_batch(values)
+        if everything.shape[0] < 2:
+            raise ValueError("RewardLoss: baseline 'batch_loo' needs at least 2 images in "
+                             "the global batch (batch size x processes); got 1")
+        loo = self._leave_one_out_mean(everything, dim=0)
+        return self.alpha * loo[offset:offset + values.shape[0]]
+
     # ------------------------------------------------------------------ forward
     def forward(self, seg_logits: Tensor, seg_label: Tensor, ignore_index: int = 255,
                 align_corners: bool = False) -> RewardLossOutput:
@@ -201,7 +265,7 @@ class RewardLoss(nn.Module):
             cost = torch.where(torch.isnan(miou), torch.full_like(miou, self.empty_reward),
                                1.0 - miou)
             if self.baseline == "batch_loo":
-                advantage = cost - self.alpha * self._leave_one_out_mean(cost, dim=0)
+                advantage = cost - self._batch_loo(cost)
             else:
                 advantage = cost
         ce = self._per_image_ce(logits, label, ignore_index)
@@ -224,36 +288,45 @@ class RewardLoss(nn.Module):
     def _reinforce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
         bsz, num_classes = logits.shape[:2]
         out_size = tuple(label.shape[-2:])
-        if self.sample_at == "label":
+        label_valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+        if self.sample_at == "label" or tuple(logits.shape[-2:]) == out_size:
             logits_s = self._upsample(logits, out_size, align_corners)
-            label_s = label
+            index = None  # samples are at label resolution
+            valid = label_valid
         else:
             logits_s = logits
-            label_s = label
-            if tuple(logits.shape[-2:]) != out_size:
-                label_s = F.interpolate(label[:, None].float(), size=logits.shape[-2:],
-                                        mode="nearest")[:, 0].long()
+            h, w = logits.shape[-2:]
+            # which head pixel each label pixel's prediction is copied from; a head pixel
+            # is valid when any of the label pixels it reaches is (its sample changes the
+            # reward exactly then), whatever the ratio of the two sizes
+            index = nearest_index((h, w), out_size, logits.device)
+            hits = torch.zeros((bsz, h * w), device=logits.device, dtype=torch.float32)
+            hits.index_add_(1, index, label_valid.flatten(1).float())
+            valid = (hits > 0).view(bsz, h, w)
         log_probs = F.log_softmax(logits_s.float(), dim=1)
         k = self.num_samples
         extra = k if self.baseline == "second_sample" else 0
         with torch.no_grad():
             samples = self._sample(log_probs, k + extra)  # (B, k+extra, h, w)
-            flat = samples.flatten(0, 1)
-            if tuple(flat.shape[-2:]) != out_size:
-                flat = F.interpolate(flat[:, None].float(), size=out_size,
-                                     mode="nearest")[:, 0].long()
-            gt = label.repeat_interleave(k + extra, dim=0)
+            maps = samples
+            if self.baseline == "greedy":
+                maps = torch.cat([samples, log_probs.argmax(dim=1, keepdim=True)], dim=1)
+            m = maps.shape[1]
+            flat = maps.flatten(0, 1)
+            if index is not None:
+                flat = flat.flatten(1)[:, index].view(flat.shape[0], *out_size)
+            gt = label.repeat_interleave(m, dim=0)
             reward = per_image_miou(flat, gt, num_classes, ignore_index,
                                     class_weight=self.class_weight,
-                                    empty_value=self.empty_reward).view(bsz, k + extra)
+                                    empty_value=self.empty_reward).view(bsz, m)
             reward, reward_b = reward[:, :k], reward[:, k:]
             baseline = self._baseline(reward, reward_b)
             advantage = reward - baseline
 
-        valid = (label_s != ignore_index)
         logp = log_probs.gather(1, samples[:, :k])  # (B, k, h, w)
-        logp = (logp * valid[:, None]).flatten(2).sum(2)
-        logp = logp / valid.flatten(1).sum(1).clamp(min=1)[:, None]
+        logp = (logp * valid[:, None]).flatten(2).sum(2)  # (B, k)
+        if self.normalize == "pixel":
+            logp = logp / valid.flatten(1).sum(1).clamp(min=1)[:, None]
         loss = -(advantage * logp).mean()
         if self.ce_weight:
             ce_logits = self._upsample(logits, out_size, align_corners)
@@ -263,21 +336,28 @@ class RewardLoss(nn.Module):
                                 self._stats(reward, advantage, miou=reward))
 
     def _baseline(self, reward: Tensor, reward_b: Tensor) -> Tensor:
+        """The baseline of each sample's reward, ``(B, k)``; ``reward_b`` holds the
+        rewards of the extra maps (``second_sample``: k independent samples;
+        ``greedy``: the argmax map), which are not differentiated."""
         if self.baseline == "none":
             return torch.zeros_like(reward)
         if self.baseline == "second_sample":
             return reward_b
+        if self.baseline == "greedy":
+            return reward_b.expand_as(reward)
         if self.baseline == "rloo":
             return self._leave_one_out_mean(reward, dim=1)
         if self.baseline == "batch_loo":
-            return self.alpha * self._leave_one_out_mean(reward, dim=0)
+            # each image's mean over its samples, of the other images
+            return self._batch_loo(reward.mean(dim=1, keepdim=True)).expand_as(reward)
         # ema: the value from earlier steps only, so the baseline never depends on the
-        # current samples; the first step uses 0.
+        # current samples; the first step uses 0. Updated with the global batch's mean
+        # reward, so every process keeps the same value.
         zero = torch.zeros((), device=reward.device)
         ema = self.ema_value.to(reward.device)
         baseline = torch.where(self.ema_initialized, ema, zero).expand_as(reward)
         if self.training:
-            mean = reward.mean()
+            mean = gather_batch(reward)[0].mean()
             m = self.ema_momentum
             self.ema_value.copy_(torch.where(self.ema_initialized, m * ema + (1 - m) * mean,
                                              mean))
