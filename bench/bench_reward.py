@@ -167,6 +167,15 @@ def sync_free_check(device, args):
               ("RewardLoss reinforce rloo k=2 sample_at=label",
                dict(estimator="reinforce", baseline="rloo", num_samples=2,
                     sample_at="label")),
+              ("RewardLoss reinforce rloo k=2 sample_at=logits normalize=pixel",
+               dict(estimator="reinforce", baseline="rloo", num_samples=2,
+                    sample_at="logits", normalize="pixel")),
+              ("RewardLoss reinforce greedy k=1 sample_at=logits",
+               dict(estimator="reinforce", baseline="greedy", num_samples=1)),
+              ("RewardLoss reinforce batch_loo k=1 sample_at=logits",
+               dict(estimator="reinforce", baseline="batch_loo", num_samples=1, alpha=1.0)),
+              ("RewardLoss reinforce ema k=1 sample_at=logits",
+               dict(estimator="reinforce", baseline="ema", num_samples=1)),
               ("RewardLoss weighted_ce alpha=0.1",
                dict(estimator="weighted_ce", baseline="batch_loo", alpha=0.1))]
 
