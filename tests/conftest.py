@@ -2,13 +2,9 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
-
-warnings.filterwarnings("ignore", category=UserWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -16,8 +12,10 @@ ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), OMP_N
 
 
 def copy_workflow(dest):
+    """What a snakemake run reads from the checkout (profiles/default: the defaults every
+    run of this workflow gets)."""
     os.makedirs(dest, exist_ok=True)
-    for name in ("Snakefile", "workflow", "configs", "paper"):
+    for name in ("Snakefile", "workflow", "configs", "paper", "profiles"):
         src = os.path.join(REPO, name)
         if os.path.isdir(src):
             shutil.copytree(src, os.path.join(dest, name))

@@ -117,3 +117,25 @@ def test_mmseg_base_configs_resolve_without_pkg_resources():
     cfg = Config.fromfile(os.path.join(REPO, "configs/mmseg/_base_/models/deeplabv3_r18-d8_small.py"))
     assert cfg.model.backbone.depth == 18
     assert cfg.model.decode_head.type == "ASPPHead"  # from upstream's base
+
+
+def test_importing_mmseg_and_loading_configs_prints_nothing(tmp_path):
+    """No warning on every `rewardseg` / `snakemake` call: not mmcv-lite's missing
+    MultiScaleDeformableAttention, and no pkg_resources (an older setuptools deprecates it
+    on import: here a stand-in that warns the same way) from mmengine's config lookups."""
+    import subprocess
+    import sys
+
+    fake = tmp_path / "pkg_resources"
+    fake.mkdir()
+    (fake / "__init__.py").write_text(
+        "import warnings\n"
+        "warnings.warn('pkg_resources is deprecated as an API', UserWarning, stacklevel=2)\n")
+    code = ("import rewardseg, mmseg.models\n"
+            "from mmengine.config import Config\n"
+            f"Config.fromfile({os.path.join(REPO, 'configs/mmseg/_base_/models/deeplabv3_r18-d8_small.py')!r})\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    env["PYTHONPATH"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr == "", proc.stderr[-3000:]

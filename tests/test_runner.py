@@ -1,5 +1,6 @@
 """The reward losses train a tiny DeepLabV3 through mmengine's Runner, save, resume."""
 import glob
+import itertools
 import os
 
 import pytest
@@ -18,9 +19,16 @@ ESTIMATOR_CFGS = {
 }
 
 
+_RUN_IDS = itertools.count()
+
+
 def run(cfg, work_dir, **kwargs):
     from mmengine.runner import Runner
 
+    # mmengine names a run's logger and message hub after the second it starts in: give
+    # every run its own, so that two runs started in the same second do not share them
+    if not cfg.get("experiment_name"):
+        cfg.experiment_name = f"run-{os.getpid()}-{next(_RUN_IDS)}"
     cfg = prepare_config(cfg, str(work_dir), **kwargs)
     runner = Runner.from_cfg(cfg)
     runner.train()

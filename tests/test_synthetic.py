@@ -1,7 +1,6 @@
 """Tests for the procedurally generated synthetic street-scene dataset."""
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -157,16 +156,6 @@ def test_images_are_not_flat(scenes):
         px = img[lab == k].astype(np.float64)
         if len(px) > 50:
             assert px.std(0).max() > 2.0, CLASSES[k] if k < len(CLASSES) else k  # textured + noise
-
-
-def test_render_speed():
-    render_scene(0, H, W)  # warm-up
-    n = 20
-    t0 = time.perf_counter()
-    for s in range(n):
-        render_scene(s, H, W)
-    per_img = (time.perf_counter() - t0) / n
-    assert per_img < 0.05, f"{per_img * 1e3:.1f} ms per 128x256 image"
 
 
 # --------------------------------------------------------------------------- seeds

@@ -1,6 +1,6 @@
 """Make MMSegmentation 1.2.2 work on a pure-Python mmcv and on current PyTorch.
 
-Imported by ``rewardseg/__init__.py`` before anything of mmseg. Two fixes:
+Imported by ``rewardseg/__init__.py`` before anything of mmseg. The fixes:
 
 1. ``mmcv-lite`` ships ``mmcv/ops/*.py`` but not the compiled ``mmcv._ext``, so
    ``import mmcv.ops`` fails, and a few mmseg modules import it unguarded. When (and only
@@ -13,8 +13,14 @@ Imported by ``rewardseg/__init__.py`` before anything of mmseg. Two fixes:
    this workflow wrote itself. Remote (http, ``open-mmlab://``) checkpoints keep torch's
    safe default.
 3. mmengine finds ``mmseg::`` base configs through ``pkg_resources``, which current
-   setuptools no longer ships. Where it is missing, the two lookups use
-   ``importlib.metadata`` instead.
+   setuptools no longer ships, and which older setuptools (< 81) deprecate with a
+   UserWarning on every config load (mmengine re-imports it each time). The two lookups
+   use ``importlib.metadata`` instead, whichever setuptools is installed.
+
+With the stand-in ops, mmcv warns on every import that ``MultiScaleDeformableAttention``
+cannot be imported (expected: mmcv-lite has no compiled ops, and DeepLabV3 does not use
+it). That one warning, and only it, is silenced so that every ``rewardseg`` and
+``snakemake`` call does not print it.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import importlib.util
 import os
 import sys
 import types
+import warnings
 
 _APPLIED = False
 #: True when the stand-in ``mmcv.ops`` is in use (compiled ops missing).
@@ -105,6 +112,20 @@ def _install_standin_ops() -> None:
     USING_STANDIN_OPS = True
 
 
+def _silence_missing_deform_attn_warning() -> None:
+    """mmcv.cnn.bricks.transformer warns once per process that it cannot import
+    ``MultiScaleDeformableAttention`` from the compiled ops; with mmcv-lite that is
+    expected. Only that message from that module is ignored; this runs before mmcv.cnn
+    is imported."""
+    warnings.filterwarnings(
+        "ignore",
+        message=r"Fail to import ``MultiScaleDeformableAttention`` from "
+                r"``mmcv\.ops\.multi_scale_deform_attn``",
+        category=UserWarning,
+        module=r"mmcv\.cnn\.bricks\.transformer$",
+    )
+
+
 def _patch_checkpoint_loader() -> None:
     import torch
     from mmengine.runner.checkpoint import CheckpointLoader
@@ -154,11 +175,6 @@ def _get_installed_path(package: str) -> str:
 
 
 def _patch_package_lookup() -> None:
-    try:
-        import pkg_resources  # noqa: F401
-        return
-    except ImportError:
-        pass
     import mmengine.config.config as config_mod
     import mmengine.utils as utils_mod
     import mmengine.utils.package_utils as pkg_mod
@@ -175,11 +191,12 @@ def _patch_package_lookup() -> None:
 
 
 def apply() -> None:
-    """Apply both fixes once; safe to call repeatedly."""
+    """Apply the fixes once; safe to call repeatedly."""
     global _APPLIED
     if _APPLIED:
         return
     if "mmcv.ops" not in sys.modules and not _compiled_ops_available():
+        _silence_missing_deform_attn_warning()
         _install_standin_ops()
     _patch_checkpoint_loader()
     _patch_package_lookup()

@@ -22,9 +22,11 @@ class NonFiniteLossHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if not outputs or "loss" not in outputs:
             return
-        value = float(outputs["loss"])
+        loss = outputs["loss"]
+        value = float(loss.detach() if torch.is_tensor(loss) else loss)
         if not math.isfinite(value):
-            parts = ", ".join(f"{k}={float(v):.4g}" for k, v in outputs.items()
+            parts = ", ".join(f"{k}={float(v.detach() if torch.is_tensor(v) else v):.4g}"
+                              for k, v in outputs.items()
                               if k != "loss" and "loss" in k)
             raise FloatingPointError(
                 f"non-finite training loss {value} at iteration {runner.iter + 1}"
