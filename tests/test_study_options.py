@@ -57,3 +57,33 @@ def test_batch_loo_with_one_image_names_the_batch_size(study, loss):
         check_study(study)
     study["resources"]["tune"]["gpus"] = 2  # 2 GPUs x 1 image: a global batch of 2
     check_study(study)
+
+
+def test_a_variant_changing_the_estimator_gets_its_default_baseline(study):
+    """The study's tuning block says rloo (a reinforce baseline); a weighted_ce variant
+    that names no baseline gets weighted_ce's own default, as RewardLoss would."""
+    from rewardseg.study import variant_fields
+
+    study["variants"]["probe"] = dict(loss="weighted_ce", alpha=0.1)
+    check_study(study)
+    assert variant_fields(study, "probe")["baseline"] == "batch_loo"
+    study["variants"]["probe"] = dict(loss="weighted_ce", baseline="rloo")  # named: an error
+    with pytest.raises(StudyError, match="variants.probe: loss 'weighted_ce' takes baseline "
+                                         "batch_loo / none, not 'rloo'"):
+        check_study(study)
+
+
+def test_schema_lists_the_vocabulary():
+    """The JSON schema's enums are the names the code accepts (rewardseg.vocabulary)."""
+    import yaml
+
+    from rewardseg import vocabulary
+
+    with open(os.path.join(REPO, "workflow/schemas/study.schema.yaml")) as fh:
+        fields = yaml.safe_load(fh)["$defs"]["run_fields"]["properties"]
+    baselines = {b for names in vocabulary.BASELINES.values() for b in names}
+    assert set(fields["baseline"]["enum"]) == baselines
+    assert set(fields["loss"]["enum"]) == set(vocabulary.LOSSES)
+    assert set(fields["sample_at"]["enum"]) == set(vocabulary.SAMPLE_AT)
+    assert set(fields["normalize"]["enum"]) == set(vocabulary.NORMALIZE)
+    assert set(fields["optimizer"]["enum"]) == set(vocabulary.OPTIMIZERS)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 import yaml
 
 from .fileio import write_json_atomic
+from .vocabulary import BASELINES, DEFAULT_BASELINE, OPTIMIZERS
 
 RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "optimizer",
               "weight_decay", "loss", "baseline", "alpha", "num_samples", "sample_at",
@@ -24,9 +25,6 @@ TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=
                        baseline="rloo", alpha=0.1, num_samples=2, sample_at="logits",
                        normalize="image", ema_momentum=0.9, ce_weight=0.0, aux_head=True,
                        class_weight_smoothing=None)
-# tuning optimizers: SGD keeps the model config's (momentum, weight decay); AdamW's update
-# does not depend on the loss's scale (like big_vision's Adafactor)
-OPTIMIZERS = ("sgd", "adamw")
 ADAMW_WEIGHT_DECAY = 0.01
 
 
@@ -82,16 +80,16 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
         if spec["loss"] == "reinforce" and spec["baseline"] == "rloo" and spec["num_samples"] < 2:
             raise StudyError(f"{source}: variants.{name}: baseline 'rloo' needs "
                              "num_samples >= 2")
-        if spec["baseline"] == "batch_loo" and spec["loss"] in ("reinforce", "weighted_ce"):
+        if spec["baseline"] == "batch_loo" and spec["loss"] in BASELINES:
             gpus = max(int(((study.get("resources") or {}).get("tune") or {}).get("gpus", 1)), 1)
             if spec["batch_size"] * gpus < 2:
                 raise StudyError(
                     f"{source}: variants.{name}: baseline 'batch_loo' needs at least 2 images "
                     f"in the global batch, but batch_size = {spec['batch_size']} x "
                     f"resources.tune.gpus = {gpus} gives {spec['batch_size'] * gpus}")
-        if spec["loss"] == "weighted_ce" and spec["baseline"] not in ("batch_loo", "none"):
-            raise StudyError(f"{source}: variants.{name}: loss 'weighted_ce' takes baseline "
-                             f"'batch_loo' or 'none', not {spec['baseline']!r}")
+        if spec["loss"] in BASELINES and spec["baseline"] not in BASELINES[spec["loss"]]:
+            raise StudyError(f"{source}: variants.{name}: loss {spec['loss']!r} takes baseline "
+                             f"{' / '.join(BASELINES[spec['loss']])}, not {spec['baseline']!r}")
     return study
 
 
@@ -122,9 +120,15 @@ def variant_fields(study: Dict[str, Any], variant: str) -> Dict[str, Any]:
     if variant not in study["variants"]:
         raise StudyError(f"unknown variant {variant!r}; the study has: "
                          f"{', '.join(study['variants'])}")
+    own = study["variants"][variant] or {}
     fields = dict(TUNING_DEFAULTS)
     fields.update(study["tuning"])
-    fields.update(study["variants"][variant] or {})
+    fields.update(own)
+    # a variant that changes the estimator without naming a baseline gets that
+    # estimator's default when the inherited one does not apply to it
+    loss = fields.get("loss")
+    if "baseline" not in own and loss in BASELINES and fields["baseline"] not in BASELINES[loss]:
+        fields["baseline"] = DEFAULT_BASELINE[loss]
     return fields
 
 

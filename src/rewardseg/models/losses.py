@@ -18,17 +18,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..rewards import per_image_miou
-
-ESTIMATORS = ("weighted_ce", "reinforce")
-BASELINES = {
-    "weighted_ce": ("batch_loo", "none"),
-    "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema", "greedy"),
-}
-DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
-SAMPLE_AT = ("logits", "label")
-# reinforce: ``image`` sums the log-likelihood over an image's valid pixels (the loss's
-# expected gradient is grad E[R] itself); ``pixel`` averages it (grad E[R] / n_valid).
-NORMALIZE = ("image", "pixel")
+from ..vocabulary import BASELINES, DEFAULT_BASELINE, ESTIMATORS, NORMALIZE, SAMPLE_AT
 
 
 def _world() -> tuple:

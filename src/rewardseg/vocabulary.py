@@ -1,0 +1,25 @@
+"""The study's vocabulary, defined once (no torch, no mmseg: the workflow and the CLI read
+it without importing the models).
+
+``RewardLoss`` (``models/losses.py``) validates against these names, ``study.py`` checks
+study configs with them, and ``tests/test_study_options.py`` checks that the JSON schema
+(``workflow/schemas/study.schema.yaml``) lists the same ones.
+"""
+from __future__ import annotations
+
+# reward estimators of ``RewardLoss`` and, for each, its variance-reduction baselines
+ESTIMATORS = ("weighted_ce", "reinforce")
+BASELINES = {
+    "weighted_ce": ("batch_loo", "none"),
+    "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema", "greedy"),
+}
+DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
+SAMPLE_AT = ("logits", "label")
+# reinforce: ``image`` sums the log-likelihood over an image's valid pixels (the loss's
+# expected gradient is grad E[R] itself); ``pixel`` averages it (grad E[R] / n_valid).
+NORMALIZE = ("image", "pixel")
+# the ``loss`` of a study's run: plain losses and the reward estimators
+LOSSES = ("ce", "lovasz") + ESTIMATORS
+# tuning optimizers: ``sgd`` keeps the model config's (momentum, weight decay); AdamW's
+# update does not depend on the loss's scale (like big_vision's Adafactor)
+OPTIMIZERS = ("sgd", "adamw")
