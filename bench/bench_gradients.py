@@ -54,6 +54,7 @@ import warnings
 from typing import Dict, List, Optional, Sequence
 
 import torch
+from _benchutil import select_device
 
 import rewardseg  # noqa: F401  (compat layer first)
 
@@ -470,11 +471,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda given but no CUDA device is available", file=sys.stderr)
+    device = select_device(args.device, args.threads)
+    if device is None:
         return 2
 
     from mmengine.logging import MMLogger

@@ -37,6 +37,7 @@ import time
 import warnings
 
 import torch
+from _benchutil import select_device
 
 import rewardseg  # noqa: F401  (compat layer first)
 
@@ -182,11 +183,8 @@ def main(argv=None) -> int:
     args.width = args.width or (1024 if big else 256)
     variants = CITYSCAPES_VARIANTS if big else VARIANTS
 
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("--device cuda given but no CUDA device is available", file=sys.stderr)
+    device = select_device(args.device, args.threads)
+    if device is None:
         return 2
 
     from mmseg.registry import MODELS

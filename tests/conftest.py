@@ -11,6 +11,25 @@ BIN = os.path.dirname(sys.executable)
 ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), OMP_NUM_THREADS="1")
 
 
+def kill_after_first_checkpoint(cmd, work_dir, cwd, timeout=300):
+    """Start ``cmd`` (a training run writing into ``work_dir``) in its own process group and
+    SIGKILL the group once mmengine has written ``last_checkpoint`` (after the .pth: a kill
+    between the two restarts from the start checkpoint, which is not what a resume test
+    is about)."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, env=ENV, cwd=cwd, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    marker = os.path.join(str(work_dir), "last_checkpoint")
+    while not os.path.exists(marker) and time.time() < deadline:
+        time.sleep(0.05)
+        assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def copy_workflow(dest):
     """What a snakemake run reads from the checkout (profiles/default: the defaults every
     run of this workflow gets)."""

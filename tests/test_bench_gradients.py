@@ -1,6 +1,7 @@
 """The arithmetic of bench/bench_gradients.py on a tiny batch (one step, a few seconds)."""
 import importlib.util
 import os
+import sys
 
 import pytest
 import torch
@@ -10,6 +11,10 @@ CONFIG = os.path.join(REPO, "configs", "mmseg", "deeplabv3_r18-d8-small_synthstr
 
 
 def load_bench():
+    # as when run as `python bench/bench_gradients.py`: its folder is on sys.path
+    bench_dir = os.path.join(REPO, "bench")
+    if bench_dir not in sys.path:
+        sys.path.insert(0, bench_dir)
     spec = importlib.util.spec_from_file_location(
         "bench_gradients", os.path.join(REPO, "bench", "bench_gradients.py"))
     module = importlib.util.module_from_spec(spec)

@@ -2,14 +2,12 @@
 with the same global batch, and a killed multi-process run resumes identically."""
 import json
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 import torch
 
-from conftest import BIN, ENV
+from conftest import BIN, ENV, kill_after_first_checkpoint
 from rewardseg.study import load_study, read_val_metrics, tune_spec
 
 
@@ -109,16 +107,7 @@ def test_killed_two_process_run_resumes_identically(smoke, tmp_path):
     expected = stage(smoke, spec, straight, 2)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(stage_cmd(spec, killed, 2), env=ENV, cwd=smoke,
-                            start_new_session=True, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    # mmengine writes `last_checkpoint` after the .pth
-    while not (killed / "last_checkpoint").exists() and time.time() < deadline:
-        time.sleep(0.05)
-        assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(stage_cmd(spec, killed, 2), killed, cwd=smoke)
     assert not (killed / "run.json").exists()
     start = int(open(killed / "last_checkpoint").read().strip().split("iter_")[-1][:-4])
     assert start < 12

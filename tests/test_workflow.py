@@ -2,16 +2,14 @@
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import BIN, ENV, REPO, copy_workflow, snakemake
+from conftest import BIN, ENV, REPO, copy_workflow, kill_after_first_checkpoint, snakemake
 from rewardseg.study import StudyError, check_study, load_study, tune_spec
 
 def test_dag_outputs_exist_and_agree(smoke):
@@ -62,16 +60,7 @@ def test_kill_and_resume_continues_from_checkpoint(smoke, tmp_path):
     straight = tmp_path / "straight"
     subprocess.run(cmd + [str(straight)], env=ENV, cwd=smoke, check=True, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + [str(killed)], env=ENV, cwd=smoke, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    # mmengine writes `last_checkpoint` after the .pth: a kill between the two restarts
-    # from the start checkpoint (correct, but not what this test is about)
-    while not (killed / "last_checkpoint").exists() and time.time() < deadline:
-        time.sleep(0.2)
-        assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_first_checkpoint(cmd + [str(killed)], killed, cwd=smoke)
     assert not (killed / "run.json").exists()  # not taken as complete
     subprocess.run(cmd + [str(killed)], env=ENV, cwd=smoke, check=True, capture_output=True)
     record = json.load(open(killed / "run.json"))

@@ -9,6 +9,8 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmseg.registry import HOOKS
 
+from .losses import process_world
+
 
 @HOOKS.register_module()
 class NonFiniteLossHook(Hook):
@@ -33,15 +35,6 @@ class NonFiniteLossHook(Hook):
                 + (f" ({parts})" if parts else "")
                 + "; stopping before the weights are saved (lower the learning rate or "
                   "check the data)")
-
-
-def _world() -> tuple:
-    """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _checkpoint_due(runner, by_epoch: bool) -> bool:
@@ -127,7 +120,7 @@ class RNGStateHook(Hook):
         import torch.distributed as dist
 
         state = cls._state() if state is None else state
-        _, world = _world()
+        _, world = process_world()
         if world == 1:
             return [state]
         states = [None] * world
@@ -137,7 +130,7 @@ class RNGStateHook(Hook):
     # ------------------------------------------------------------------ validation
     def before_val(self, runner) -> None:
         self._before_val = self._state()
-        if _world()[1] > 1 and _saves_best(runner):
+        if process_world()[1] > 1 and _saves_best(runner):
             self._val_gathered = self._gather(self._before_val)
 
     def after_val(self, runner) -> None:
@@ -149,16 +142,16 @@ class RNGStateHook(Hook):
     # ------------------------------------------------------------------ saving
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         self._gathered = None
-        if _world()[1] > 1 and _checkpoint_due(runner, by_epoch=False):
+        if process_world()[1] > 1 and _checkpoint_due(runner, by_epoch=False):
             self._gathered = (runner.iter, self._gather())
 
     def after_train_epoch(self, runner) -> None:
         self._gathered = None
-        if _world()[1] > 1 and _checkpoint_due(runner, by_epoch=True):
+        if process_world()[1] > 1 and _checkpoint_due(runner, by_epoch=True):
             self._gathered = (runner.iter, self._gather())
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        rank, world = _world()
+        rank, world = process_world()
         own = self._before_val if self._before_val is not None else self._state()
         if world == 1:
             states = [own]
@@ -195,7 +188,7 @@ class RNGStateHook(Hook):
         saved, self._pending = self._pending, None
         if saved is None or runner.iter == 0:  # a plain load_from: keep this seed's RNG
             return
-        rank, world = _world()
+        rank, world = process_world()
         states = self._ranks(saved)
         if len(states) != world:
             print_log(f"RNGStateHook: the checkpoint holds the RNG states of {len(states)} "
@@ -255,7 +248,7 @@ class SyncNormStatsHook(Hook):
         from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
         buffers = _local_norm_buffers(runner.model)
-        _, world = _world()
+        _, world = process_world()
         if world == 1 or not buffers:
             return
         # summed in float64: exact for equal values (a mean of identical statistics
@@ -271,17 +264,17 @@ class SyncNormStatsHook(Hook):
         self._synced_at = runner.iter
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
-        if _world()[1] > 1 and _checkpoint_due(runner, by_epoch=False):
+        if process_world()[1] > 1 and _checkpoint_due(runner, by_epoch=False):
             self._average(runner)
             self._synced_at = runner.iter + 1  # the loop counts this iteration next
 
     def after_train_epoch(self, runner) -> None:
-        if _world()[1] > 1 and _checkpoint_due(runner, by_epoch=True):
+        if process_world()[1] > 1 and _checkpoint_due(runner, by_epoch=True):
             self._average(runner)
             self._synced_at = runner.iter
 
     def before_val(self, runner) -> None:
-        if _world()[1] > 1 and self._synced_at != runner.iter:
+        if process_world()[1] > 1 and self._synced_at != runner.iter:
             self._average(runner)
             self._synced_at = runner.iter
 
@@ -306,7 +299,7 @@ class AverageLogVarsHook(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
         import torch.distributed as dist
 
-        _, world = _world()
+        _, world = process_world()
         if world == 1 or not outputs:
             return
         keys = sorted(outputs)

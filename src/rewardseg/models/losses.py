@@ -21,7 +21,7 @@ from ..rewards import per_image_miou
 from ..vocabulary import BASELINES, DEFAULT_BASELINE, ESTIMATORS, NORMALIZE, SAMPLE_AT
 
 
-def _world() -> tuple:
+def process_world() -> tuple:
     """``(rank, world_size)`` of the default process group, ``(0, 1)`` without one."""
     import torch.distributed as dist
 
@@ -34,7 +34,7 @@ def gather_batch(values: Tensor) -> tuple:
     """``values`` of every process's batch, concatenated along dim 0 in rank order, and
     the offset of this process's images in it. Every process must have the same local
     batch size (mmseg's iteration-based samplers always deliver full batches)."""
-    rank, world = _world()
+    rank, world = process_world()
     if world == 1:
         return values, 0
     import torch.distributed as dist

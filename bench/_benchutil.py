@@ -1,0 +1,19 @@
+"""Set-up shared by the benchmark scripts (imported by them as a sibling module)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import torch
+
+
+def select_device(name: str, threads: int) -> Optional[torch.device]:
+    """Apply ``--threads`` (0: torch's default) and return ``--device``, or ``None`` after
+    saying why when CUDA is asked for but not there (the caller exits 2)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("--device cuda given but no CUDA device is available", file=sys.stderr)
+        return None
+    return device
