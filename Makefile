@@ -15,7 +15,7 @@ STUDY ?=
 BIN := $(VENV)/bin
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup study test bench clean-results
+.PHONY: setup study test bench
 
 $(BIN)/rewardseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -1,7 +1,7 @@
 """Gradient scale of each loss term relative to the decode head's cross-entropy.
 
-From a checkpoint of a study's model (default: the default study's CE baseline at the
-tuning start, ``work/default/baseline/iter_100.pth``), on ``--steps`` real training
+From a checkpoint of a study's model (default: the default study's CE pretraining at the
+tuning start, ``work/default/pretrain/iter_100.pth``), on ``--steps`` real training
 batches (the study's train dataloader, ``--batch`` images each, model in train mode),
 every loss term's gradient is taken separately from *one* shared forward pass per batch
 (same weights, same dropout mask, same features; no update between terms):
@@ -27,13 +27,13 @@ large as CE's at ``--lr``. Target: the default estimator (reinforce, rloo k=4 at
 ``normalize='image'``) within 0.1x-10x of CE on the decode head.
 
 Without a checkpoint (none given, or the file does not exist) it first trains the
-model with CE itself, like the study's baseline up to its tuning start, and says so.
+model with CE itself, like the study's pretraining up to its tuning start, and says so.
 A missing synthetic dataset is generated (a few seconds).
 
 Usage::
 
     python bench/bench_gradients.py                      # default study, CPU, 1 thread
-    python bench/bench_gradients.py --checkpoint work/default/baseline/iter_100.pth
+    python bench/bench_gradients.py --checkpoint work/default/pretrain/iter_100.pth
     python bench/bench_gradients.py --study configs/studies/mystudy.yaml --device cuda
 
 A user tuning a new dataset runs it with their study to choose a learning rate. This is a
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import os
 import platform
@@ -328,33 +329,28 @@ def ensure_dataset(study: dict, root: str) -> bool:
     it. True when ``root/meta.json`` exists afterwards."""
     if os.path.isfile(os.path.join(root, "meta.json")):
         return True
-    ds = study.get("dataset") or {}
-    source = ds.get("source", "synthetic")
-    if source != "synthetic":
-        print(f"{root}/meta.json does not exist: prepare the dataset first, e.g. "
-              f"`rewardseg prepare {source} {root}` (or `snakemake --configfile <study> "
-              f"{root}/meta.json`)", file=sys.stderr)
-        return False
-    from rewardseg.synthetic import generate_dataset
+    from rewardseg.data import prepare
 
-    kw = dict(num_train=ds.get("num_train", 200), num_val=ds.get("num_val", 32),
-              height=ds.get("height", 96), width=ds.get("width", 192), seed=ds.get("seed", 0))
-    print(f"dataset {root} missing: generating it (rewardseg data {root} "
-          + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in kw.items()) + ") ...",
-          flush=True)
+    ds = study["dataset"]
+    command = f"rewardseg prepare {ds['source']} {root} --dataset '{json.dumps(ds)}'"
+    if ds["source"] != "synthetic":  # a download: the user's decision, not the bench's
+        print(f"{root}/meta.json does not exist: prepare the dataset first with `{command}` "
+              f"(or `snakemake --configfile <study> {root}/meta.json`)", file=sys.stderr)
+        return False
+    print(f"dataset {root} missing: generating it ({command}) ...", flush=True)
     t0 = time.perf_counter()
-    generate_dataset(root, kw.pop("num_train"), kw.pop("num_val"), progress=False, **kw)
+    prepare(root, ds, progress=False)
     print(f"  done in {time.perf_counter() - t0:.1f} s")
     return True
 
 
 def build_config(study: dict, config: str, data_root: str, batch: int, work_dir: str):
-    """The study's baseline run config (CE decode and aux heads) for ``config`` on
+    """The study's pretraining run config (CE decode and aux heads) for ``config`` on
     ``data_root``, ready for building (BN instead of SyncBN, rewardseg.models imported)."""
-    from rewardseg.study import baseline_spec, build_run_config
+    from rewardseg.runconfig import build_run_config, pretrain_spec
     from rewardseg.train import prepare_config
 
-    spec = baseline_spec(study)
+    spec = pretrain_spec(study)
     spec.update(model_config=config, data_root=data_root, batch_size=batch)
     cfg = build_run_config(spec)
     cfg.model.pretrained = None
@@ -382,7 +378,7 @@ def batches_from(cfg, model, batch: int, count: int, seed: int):
 
 def warm_up(model, cfg, iters: int, schedule: int, batch: int, lr: float, min_lr: float,
             seed: int) -> None:
-    """Train with the model's own losses (decode + aux CE) like the study's baseline:
+    """Train with the model's own losses (decode + aux CE) like the study's pretraining:
     the config's SGD (momentum, weight decay), poly LR from ``lr`` to ``min_lr`` over
     ``schedule`` iterations, stopped after ``iters``."""
     from mmengine.runner import Runner
@@ -443,7 +439,7 @@ def main(argv=None) -> int:
                              "(default: %(default)s)")
     parser.add_argument("--checkpoint", default=None,
                         help="mmengine checkpoint of the model (default: the study's "
-                             "baseline at its tuning start, work/<study>/baseline/"
+                             "pretraining at its tuning start, work/<study>/pretrain/"
                              "iter_<start>.pth); missing: a CE warm-up is trained first")
     parser.add_argument("--config", default=None, help="model config (default: the study's)")
     parser.add_argument("--data-root", default=None,
@@ -459,7 +455,7 @@ def main(argv=None) -> int:
                         help="CE warm-up iterations when there is no checkpoint (default: "
                              "the study's tuning start)")
     parser.add_argument("--warmup-batch", type=int, default=None,
-                        help="default: the study's baseline batch size")
+                        help="default: the study's pretraining batch size")
     parser.add_argument("--warmup-lr", type=float, default=None,
                         help="default: the study's baseline lr (poly decay over the "
                              "baseline's iterations, as in the study)")
@@ -486,11 +482,11 @@ def main(argv=None) -> int:
     # mmengine's current logger, quiet: no per-parameter dump from init_weights
     MMLogger.get_instance("bench_gradients", log_level="WARNING")
     study = load_study(_resolve(args.study))
-    tuning, base = study["tuning"], study["baseline"]
+    tuning, base = study["tuning"], study["pretrain"]
     config = _resolve(args.config or study["model"]["config"])
     data_root = args.data_root or os.path.join(REPO, "data", study["dataset"]["name"])
     start = int(tuning.get("start", base.get("iters", 100) // 2))
-    checkpoint = args.checkpoint or os.path.join(REPO, "work", study["study"], "baseline",
+    checkpoint = args.checkpoint or os.path.join(REPO, "work", study["study"], "pretrain",
                                                  f"iter_{start}.pth")
     lr = args.lr if args.lr is not None else float(tuning["lr"])
     t_all = time.perf_counter()

@@ -12,7 +12,7 @@ from PIL import Image
 
 from conftest import ENV
 from fakeserver import FakeServer
-from rewardseg.data import DataError
+from rewardseg.data import DataError, prepare
 from rewardseg.data.cityscapes import ENV_PASSWORD, ENV_USER, prepare_cityscapes
 
 pytest.importorskip("cityscapesscripts")
@@ -200,22 +200,39 @@ def test_local_extracted_copy_is_not_modified(tmp_path):
             zf.extractall(local)
     before = sorted(str(p.relative_to(local)) for p in local.rglob("*"))
     root = str(tmp_path / "cs")
-    meta = prepare_cityscapes(root, str(tmp_path / "raw"), local_copy=str(local),
-                              base_url="http://127.0.0.1:9", workers=1, progress=False)
+    # through the uniform entry point: the study's dataset block
+    block = dict(name="cs", source="cityscapes", raw_dir=str(tmp_path / "raw"),
+                 local_copy=str(local), base_url="http://127.0.0.1:9")
+    meta = prepare(root, block, workers=1, progress=False)
     check_labels(root)
-    assert meta["splits"]["train"] == 4
+    assert meta["splits"] == {"train": 4, "val": 2}
+    assert meta["num_classes"] == 19 and meta["train_labels"] == "gtFine/train"
+    assert json.load(open(os.path.join(root, "meta.json"))) == meta
     assert sorted(str(p.relative_to(local)) for p in local.rglob("*")) == before
 
 
 def test_cli_reports_missing_credentials_in_one_line(tmp_path):
     env = {k: v for k, v in ENV.items() if k not in (ENV_USER, ENV_PASSWORD)}
+    block = json.dumps({"raw_dir": str(tmp_path / "raw"), "base_url": "http://127.0.0.1:9"})
     proc = subprocess.run([sys.executable, "-m", "rewardseg", "prepare", "cityscapes",
-                           str(tmp_path / "cs"), "--raw-dir", str(tmp_path / "raw"),
-                           "--base-url", "http://127.0.0.1:9", "--quiet"],
+                           str(tmp_path / "cs"), "--dataset", block, "--quiet"],
                           env=env, capture_output=True, text=True)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and ENV_USER in lines[0] and ENV_PASSWORD in lines[0]
+    assert not (tmp_path / "raw").exists()
+
+
+def test_credentials_are_not_options(tmp_path):
+    """A password in the dataset block is refused by name, and its value is not echoed."""
+    block = json.dumps({"password": SECRET})
+    proc = subprocess.run([sys.executable, "-m", "rewardseg", "prepare", "cityscapes",
+                           str(tmp_path / "cs"), "--dataset", block, "--quiet"],
+                          env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "dataset.password is not an option of source 'cityscapes'" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    assert not (tmp_path / "cs").exists()
 
 
 def test_full_disk_is_not_reported_as_a_corrupt_archive(tmp_path, monkeypatch):

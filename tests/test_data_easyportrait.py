@@ -83,13 +83,13 @@ def check_output(root, data, classes):
     with open(os.path.join(root, "meta.json")) as fh:
         meta = json.load(fh)
     label_dir = f"labels_{classes}"
-    assert meta["dataset"] == meta["source"] == "easyportrait"
+    assert meta["source"] == "easyportrait" and meta["class_setting"] == classes
     assert meta["label_dir"] == label_dir and meta["img_dir"] == "images"
     assert meta["train_labels"] == f"{label_dir}/train"
     assert (meta["img_suffix"], meta["label_suffix"]) == (".jpg", ".png")
     assert meta["splits"] == {s: n for s, n in SPLITS.items()}
     n_classes = 8 if classes == "face_parsing" else 2
-    assert len(meta["classes"]) == len(meta["palette"]) == n_classes
+    assert len(meta["classes"]) == len(meta["palette"]) == meta["num_classes"] == n_classes
     assert meta["classes"][0] == "background"
     if classes == "face_parsing":
         assert meta["classes"][1] == "skin" and meta["classes"][7] == "teeth"
@@ -149,7 +149,8 @@ def test_download_through_redirect_both_settings_and_no_redownload(tmp_path, ser
     root, raw = str(tmp_path / "ep"), str(tmp_path / "raw")
     sha = {"images.zip": hashlib.sha256(images).hexdigest()}
 
-    meta = prepare("easyportrait", root, raw_dir=raw, urls=urls, sha256=sha, progress=False)
+    meta = prepare(root, dict(name="ep", source="easyportrait", raw_dir=raw, urls=urls,
+                              sha256=sha), progress=False)
     assert meta == check_output(root, data, "face_parsing")
     paths = [p for _, p, _, _ in server.requests]
     assert paths.count("/LNLr") == 1 and paths.count("/files/images.zip") == 1

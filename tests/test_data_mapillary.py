@@ -103,9 +103,9 @@ def check_cityscapes(root, raw, version):
     names = [n for n, _ in CLASSES[version]]
     with open(os.path.join(root, "meta.json")) as fh:
         meta = json.load(fh)
-    assert meta["dataset"] == meta["source"] == "mapillary"
+    assert meta["source"] == "mapillary" and meta["class_setting"] == "cityscapes"
     assert meta["classes"][:3] == ["road", "sidewalk", "building"]
-    assert len(meta["classes"]) == len(meta["palette"]) == 19
+    assert len(meta["classes"]) == len(meta["palette"]) == meta["num_classes"] == 19
     assert meta["classes"][12] == "rider" and meta["classes"][18] == "bicycle"
     assert meta["label_dir"] == "labels_cityscapes"
     assert meta["train_labels"] == "labels_cityscapes/train"
@@ -129,8 +129,8 @@ def test_missing_data_says_what_to_do(tmp_path):
     raw = str(tmp_path / "raw")
     for version in ("v1.2", "v2.0"):
         with pytest.raises(DataError) as err:
-            prepare("mapillary", str(tmp_path / "mv"), raw_dir=raw, version=version,
-                    progress=False)
+            prepare(str(tmp_path / "mv"), dict(source="mapillary", raw_dir=raw,
+                                               version=version), progress=False)
         msg = str(err.value)
         expected = os.path.join(os.path.abspath(raw),
                                 f"mapillary-vistas-dataset_public_{version}.zip")
@@ -192,8 +192,10 @@ def test_vistas_mode_keeps_ids(tmp_path):
     raw_dir = str(tmp_path / "raw")
     write_tree(raw_dir, files)
     root = str(tmp_path / "mv")
-    meta = mv.prepare_mapillary(root, raw_dir, classes="vistas", version="v2.0",
-                                progress=False)
+    # through the uniform entry point: the study's dataset block names the class setting
+    meta = prepare(root, dict(name="mv", source="mapillary", raw_dir=raw_dir, classes="vistas",
+                              version="v2.0"), progress=False)
+    assert meta["class_setting"] == "vistas" and meta["version"] == "v2.0"
     config = json.loads(files["config_v2.0.json"])
     assert meta["classes"] == [e["readable"] for e in config["labels"]]
     assert meta["palette"] == [e["color"] for e in config["labels"]]

@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from conftest import BIN, ENV, kill_after_first_checkpoint
-from rewardseg.study import load_study, read_val_metrics, tune_spec
+from rewardseg.results import read_val_metrics
+from rewardseg.runconfig import tune_spec
+from rewardseg.study import load_study
 
 
 def smoke_spec(smoke, variant, **fields):

@@ -90,7 +90,8 @@ def expected_outputs(root, study_file):
     name = study["study"]
     outputs = [f"results/{name}/runs/{variant}/seed{seed}.json"
                for variant in study["variants"] for seed in study["seeds"]]
-    outputs += [f"results/{name}/metrics.csv", f"results/{name}/report.done",
+    outputs += [f"results/{name}/metrics.csv", f"figures/{name}/delta_vs_control.pdf",
+                f"paper/tables/{name}/final_miou.md",
                 f"figures/{name}/qualitative.png", f"results/{name}/results.html",
                 f"paper/build/{name}/slides.md"]
     if shutil.which("npx", path=clean_env()["PATH"]):
@@ -155,7 +156,7 @@ def test_make_study_shows_a_failing_jobs_log(fresh_study):
                             log="make-study-broken.log", timeout=600)
     assert rc not in (0, None), console[-3000:]
     assert "Logfile logs/data/synthbroken.log:" in console, console[-3000:]
-    error = console[console.index("Error in rule synthetic_data"):]
+    error = console[console.index("Error in rule dataset"):]
     for line in log_tail(os.path.join(root, "logs/data/synthbroken.log")):
         assert line in error, (line, console[-3000:])
 
@@ -172,6 +173,6 @@ def test_failing_job_shows_its_log(tmp_path):
     assert "Logfile logs/data/synthbroken.log:" in console, console[-3000:]
     tail = log_tail(os.path.join(root, "logs/data/synthbroken.log"))
     assert any("Unable to allocate" in line for line in tail), tail
-    error = console[console.index("Error in rule synthetic_data"):]
+    error = console[console.index("Error in rule dataset"):]
     for line in tail:
         assert line in error, (line, console[-3000:])

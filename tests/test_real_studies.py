@@ -13,10 +13,10 @@ import yaml
 from conftest import ENV, REPO, copy_workflow, snakemake
 from fakeserver import FakeServer
 
-STUDIES = {  # study -> (tune jobs, data rule, class-weight jobs)
-    "cityscapes": (13 * 3, "cityscapes_data", 2),
-    "easyportrait": (8 * 3, "easyportrait_data", 2),
-    "mapillary": (4 * 3, "mapillary_data", 0),
+STUDIES = {  # study -> (tune jobs, class-weight jobs)
+    "cityscapes": (13 * 3, 2),
+    "easyportrait": (8 * 3, 2),
+    "mapillary": (4 * 3, 0),
 }
 
 
@@ -36,14 +36,14 @@ def job_counts(stdout):
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
 def test_paper_study_dry_run_lists_every_job(study, tmp_path):
-    tune, data_rule, weights = STUDIES[study]
+    tune, weights = STUDIES[study]
     root = copy_workflow(tmp_path / "wf")
     proc = snakemake(root, "-n", "--configfile", f"configs/studies/{study}.yaml")
     counts = job_counts(proc.stdout)
     assert counts["tune"] == tune and counts["collect_run"] == tune
-    assert counts[data_rule] == 1 and counts["baseline"] == 1
+    assert counts["pretrain"] == 1
     assert counts.get("class_weights", 0) == weights
-    assert "synthetic_data" not in counts
+    assert counts["dataset"] == 1  # one data rule, whatever the source
     # released checkpoints are fetched by local jobs; a baseline trained here fetches
     # its ImageNet backbone instead
     assert counts.get("released_checkpoint", 0) == (2 if study == "cityscapes" else 0)
@@ -73,7 +73,8 @@ def test_paper_model_configs_build(study):
     from mmseg.registry import DATASETS, MODELS
 
     import rewardseg.models  # noqa: F401
-    from rewardseg.study import build_run_config, load_study, tune_spec
+    from rewardseg.runconfig import build_run_config, tune_spec
+    from rewardseg.study import load_study
 
     cfg_path = os.path.join(REPO, "configs", "studies", f"{study}.yaml")
     st = load_study(cfg_path)
@@ -103,7 +104,7 @@ def test_study_rejects_a_start_without_released_checkpoint():
     st = load_study(os.path.join(REPO, "configs", "studies", "cityscapes.yaml"))
     st["variants"]["late"] = {"start": 60000}
     with pytest.raises(StudyError, match=r"variants.late.start = 60000 is not one of "
-                                         r"baseline.released \(40000, 80000\)"):
+                                         r"pretrain.released \(40000, 80000\)"):
         check_study(st)
     st = load_study(os.path.join(REPO, "configs", "studies", "easyportrait.yaml"))
     st["dataset"]["classes"] = "vistas"
@@ -117,11 +118,11 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
     baseline job downloads it, checks its sha256 and evaluates it to the same mIoU the
     training run recorded; tuning then starts from it. A wrong digest fails the job with
     the file named and leaves no run.json."""
-    ckpt = os.path.join(smoke, "work", "smoke", "baseline", "iter_4.pth")
+    ckpt = os.path.join(smoke, "work", "smoke", "pretrain", "iter_4.pth")
     blob = open(ckpt, "rb").read()
     digest = hashlib.sha256(blob).hexdigest()
     trained = {json.loads(l)["step"]: json.loads(l)["metrics"]["mIoU"] for l in
-               open(os.path.join(smoke, "work", "smoke", "baseline", "val_metrics.jsonl"))}
+               open(os.path.join(smoke, "work", "smoke", "pretrain", "val_metrics.jsonl"))}
     server = FakeServer()
     server.files["/ckpt/smoke_iter4-" + digest[:8] + ".pth"] = blob
     server.start()
@@ -131,16 +132,17 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
         study = yaml.safe_load(open(os.path.join(root, "configs", "studies", "smoke.yaml")))
         study["study"] = "released"
         study["seeds"] = [0]
-        study["baseline"] = {"batch_size": 2, "seed": 0, "released": {4: {
+        study["pretrain"] = {"batch_size": 2, "seed": 0, "released": {4: {
             "url": f"{server.url}/ckpt/smoke_iter4-{digest[:8]}.pth", "sha256": digest[:8]}}}
         study["variants"] = {"control": study["variants"]["control"]}
         cfg = os.path.join(root, "released.yaml")
         yaml.safe_dump(study, open(cfg, "w"))
-        proc = snakemake(root, "results/released/report.done",
+        proc = snakemake(root, "figures/released/delta_vs_control.png",
+                         "paper/tables/released/final_miou.md",
                          "paper/build/released/slides.md", "results/released/results.html",
                          "--configfile", cfg)
         assert "rule released_checkpoint" in proc.stdout + proc.stderr  # a local job
-        base = os.path.join(root, "work", "released", "baseline")
+        base = os.path.join(root, "work", "released", "pretrain")
         assert hashlib.sha256(open(os.path.join(base, "iter_4.pth"), "rb").read()
                               ).hexdigest() == digest
         evals = [json.loads(l) for l in open(os.path.join(base, "val_metrics.jsonl"))]
@@ -150,12 +152,12 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
                                              "seed0.json")))
         assert result["evals"][0]["metrics"]["mIoU"] == pytest.approx(trained[4], abs=1e-6)
         assert [e["step"] for e in result["evals"]] == [0, 2, 4]
-        # the report pipeline takes the released baseline: its point is in metrics.csv,
+        # the report pipeline takes the released pretraining: its point is in metrics.csv,
         # the deck describes it
         import pandas as pd
 
         metrics = pd.read_csv(os.path.join(root, "results", "released", "metrics.csv"))
-        base_rows = metrics[(metrics["variant"] == "baseline") & (metrics["class"] == "mIoU")]
+        base_rows = metrics[(metrics["variant"] == "pretrain") & (metrics["class"] == "mIoU")]
         assert list(base_rows["step"]) == [4]
         assert base_rows["IoU"].iloc[0] == pytest.approx(trained[4], abs=1e-4)
         slides = open(os.path.join(root, "paper", "build", "released", "slides.md")).read()
@@ -163,14 +165,14 @@ def test_released_baseline_is_downloaded_verified_and_evaluated(smoke, tmp_path)
 
         # a wrong digest: the job fails naming the file, nothing is left as complete
         study["study"] = "badsum"
-        study["baseline"]["released"][4]["sha256"] = "deadbeef"
+        study["pretrain"]["released"][4]["sha256"] = "deadbeef"
         yaml.safe_dump(study, open(cfg, "w"))
-        proc = snakemake(root, "work/badsum/baseline/run.json", "--configfile", cfg,
+        proc = snakemake(root, "work/badsum/pretrain/run.json", "--configfile", cfg,
                          check=False)
         assert proc.returncode != 0
         log = open(os.path.join(root, "logs", "badsum", "released_iter_4.log")).read()
         assert "iter_4.pth" in log and "sha256 checksum mismatch" in log
-        bad = os.path.join(root, "work", "badsum", "baseline")
+        bad = os.path.join(root, "work", "badsum", "pretrain")
         left = os.listdir(bad) if os.path.isdir(bad) else []  # snakemake drops empty dirs
         assert "run.json" not in left
         assert not [f for f in left if f.endswith((".pth", ".part"))]
@@ -249,7 +251,7 @@ def test_mapillary_data_rule_says_what_to_do(tmp_path):
 def test_overview_has_a_row_per_study_with_results(tmp_path):
     import pandas as pd
 
-    from rewardseg.report import overview
+    from rewardseg.results import overview
 
     paths = []
     for study, gain in (("a", 1.0), ("b", -2.0)):
@@ -282,19 +284,20 @@ def _prepare_fake(study, tmp_path):
         local = tmp_path / "local"
         local.mkdir()
         make_archives(str(local))
-        prepare("cityscapes", root, raw_dir=str(tmp_path / "raw"), local_copy=str(local),
-                base_url="http://127.0.0.1:9", workers=1, progress=False)
+        prepare(root, dict(source="cityscapes", raw_dir=str(tmp_path / "raw"),
+                           local_copy=str(local), base_url="http://127.0.0.1:9"),
+                workers=1, progress=False)
     elif study == "easyportrait":
         from test_data_easyportrait import make_dataset, write_tree
 
         write_tree(str(tmp_path / "local"), make_dataset())
-        prepare("easyportrait", root, raw_dir=str(tmp_path / "raw"),
-                local_copy=str(tmp_path / "local"), progress=False)
+        prepare(root, dict(source="easyportrait", raw_dir=str(tmp_path / "raw"),
+                           local_copy=str(tmp_path / "local")), progress=False)
     else:
         from test_data_mapillary import make_files, write_tree
 
         write_tree(str(tmp_path / "raw"), make_files("v1.2")[0])
-        prepare("mapillary", root, raw_dir=str(tmp_path / "raw"), progress=False)
+        prepare(root, dict(source="mapillary", raw_dir=str(tmp_path / "raw")), progress=False)
     return root
 
 
@@ -307,7 +310,8 @@ def test_prepared_data_loads_through_the_study_config(study, tmp_path):
     from mmseg.registry import DATASETS
 
     import rewardseg.models  # noqa: F401
-    from rewardseg.study import build_run_config, load_study, tune_spec
+    from rewardseg.runconfig import build_run_config, tune_spec
+    from rewardseg.study import load_study
 
     init_default_scope("mmseg")
     root = _prepare_fake(study, tmp_path)
@@ -319,7 +323,7 @@ def test_prepared_data_loads_through_the_study_config(study, tmp_path):
         cfg = build_run_config(tune_spec(st, "reference", 0, data_dir=str(tmp_path / "data")))
     finally:
         os.chdir(cwd)
-    from rewardseg.plots import val_pairs
+    from rewardseg.figures import val_pairs
 
     pairs = val_pairs(cfg)  # what the qualitative panel shows
     assert len(pairs) == meta["splits"]["val"]
@@ -342,7 +346,8 @@ def test_imagenet_weights_only_where_a_baseline_is_trained(tmp_path):
     from mmengine.config import Config
 
     from rewardseg.pretrained import pretrained_sources
-    from rewardseg.study import baseline_spec, build_run_config, load_study, tune_spec
+    from rewardseg.runconfig import build_run_config, pretrain_spec, tune_spec
+    from rewardseg.study import load_study
 
     cwd = os.getcwd()
     os.chdir(REPO)
@@ -352,7 +357,7 @@ def test_imagenet_weights_only_where_a_baseline_is_trained(tmp_path):
             assert pretrained_sources(Config.fromfile(st["model"]["config"])) == [
                 "open-mmlab://resnet50_v1c"]
             assert pretrained_sources(build_run_config(tune_spec(st, "control", 0))) == []
-            base = pretrained_sources(build_run_config(baseline_spec(st)))
+            base = pretrained_sources(build_run_config(pretrain_spec(st)))
             assert base == ([] if study == "cityscapes" else ["open-mmlab://resnet50_v1c"])
     finally:
         os.chdir(cwd)
@@ -395,7 +400,8 @@ def test_fetch_pretrained_goes_through_mmengines_open_mmlab_table(tmp_path):
 
 
 def test_class_setting_and_model_must_agree(tmp_path):
-    from rewardseg.study import StudyError, build_run_config, load_study, tune_spec
+    from rewardseg.runconfig import build_run_config, tune_spec
+    from rewardseg.study import StudyError, load_study
 
     data = tmp_path / "data" / "mapillary"
     data.mkdir(parents=True)

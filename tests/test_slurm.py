@@ -57,11 +57,11 @@ def test_profile_runs_the_smoke_study_through_sbatch(slurm, smoke, tmp_path):
     assert proc.returncode == 0, out[-4000:]
     study = yaml.safe_load(open(os.path.join(root, "configs/studies/smoke.yaml")))
     jobs = submitted(out)
-    expected = 1 + len(study["variants"]) * len(study["seeds"])  # baseline + tune runs
+    expected = 1 + len(study["variants"]) * len(study["seeds"])  # pretraining + tune runs
     assert len(jobs) == expected, out[-3000:]
     for jobid, log in jobs:  # the sbatch log of each job exists and names the job id
         assert os.path.isfile(log) and log.endswith(f"{jobid}.log"), log
-    assert all("/rule_baseline/" in log or "/rule_tune/" in log for _, log in jobs)
+    assert all("/rule_pretrain/" in log or "/rule_tune/" in log for _, log in jobs)
     # GPU requests reached SLURM: scontrol remembers finished jobs (MinJobAge)
     info = subprocess.run(["scontrol", "show", "job", jobs[-1][0]], capture_output=True,
                           text=True).stdout

@@ -5,7 +5,8 @@ import os
 import pytest
 
 from conftest import REPO
-from rewardseg.study import StudyError, build_run_config, check_study, load_study, tune_spec
+from rewardseg.runconfig import build_run_config, tune_spec
+from rewardseg.study import StudyError, check_study, load_study
 
 
 @pytest.fixture()
@@ -73,17 +74,66 @@ def test_a_variant_changing_the_estimator_gets_its_default_baseline(study):
         check_study(study)
 
 
-def test_schema_lists_the_vocabulary():
-    """The JSON schema's enums are the names the code accepts (rewardseg.vocabulary)."""
+def test_the_schema_takes_its_names_from_the_vocabulary():
+    """The schema file spells no estimator, baseline or loss name; ``study.schema()`` fills
+    the enums from rewardseg.vocabulary, so the two cannot disagree."""
     import yaml
 
+    from rewardseg import study as study_module
     from rewardseg import vocabulary
 
-    with open(os.path.join(REPO, "workflow/schemas/study.schema.yaml")) as fh:
-        fields = yaml.safe_load(fh)["$defs"]["run_fields"]["properties"]
+    with open(study_module.SCHEMA) as fh:
+        raw = yaml.safe_load(fh)["$defs"]["run_fields"]["properties"]
+    assert not [k for k, v in raw.items() if "enum" in v]
+    fields = study_module.schema()["$defs"]["run_fields"]["properties"]
     baselines = {b for names in vocabulary.BASELINES.values() for b in names}
     assert set(fields["baseline"]["enum"]) == baselines
     assert set(fields["loss"]["enum"]) == set(vocabulary.LOSSES)
     assert set(fields["sample_at"]["enum"]) == set(vocabulary.SAMPLE_AT)
     assert set(fields["normalize"]["enum"]) == set(vocabulary.NORMALIZE)
     assert set(fields["optimizer"]["enum"]) == set(vocabulary.OPTIMIZERS)
+
+
+def test_a_new_estimator_needs_only_the_vocabulary(study, monkeypatch):
+    """An estimator added to vocabulary.py is accepted by the schema and the study check
+    (its implementation is RewardLoss's business), with its own default baseline."""
+    from rewardseg import study as study_module
+    from rewardseg import vocabulary
+
+    monkeypatch.setitem(vocabulary.BASELINES, "local_probe", ("none", "leave_out"))
+    monkeypatch.setitem(vocabulary.DEFAULT_BASELINE, "local_probe", "leave_out")
+    monkeypatch.setattr(study_module, "LOSSES", vocabulary.LOSSES + ("local_probe",))
+    study["variants"]["probe"] = dict(loss="local_probe")
+    check_study(study)
+    assert study_module.variant_fields(study, "probe")["baseline"] == "leave_out"
+    study["variants"]["probe"] = dict(loss="unheard_of")
+    with pytest.raises(StudyError, match=r"variants.probe.loss: 'unheard_of' is not one of"):
+        check_study(study)
+
+
+def test_a_variant_without_baseline_works_for_every_estimator(study):
+    from rewardseg import vocabulary
+    from rewardseg.study import variant_fields
+
+    for loss in vocabulary.LOSSES:
+        study["variants"]["probe"] = dict(loss=loss)
+        check_study(study)
+        baseline = variant_fields(study, "probe")["baseline"]
+        if loss in vocabulary.BASELINES:
+            # the study's tuning block names rloo: kept where the estimator takes it
+            assert baseline in vocabulary.BASELINES[loss]
+            assert baseline == ("rloo" if "rloo" in vocabulary.BASELINES[loss]
+                                else vocabulary.DEFAULT_BASELINE[loss])
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda s: s.update(baseline=s.pop("pretrain")), r"'baseline' is now called 'pretrain'"),
+    (lambda s: s["resources"].update(baseline=s["resources"].pop("pretrain")),
+     r"'resources.baseline' is now called 'resources.pretrain'"),
+    (lambda s: s["variants"].update(pretrain={"loss": "ce"}),
+     r"variants.pretrain: this name is reserved"),
+])
+def test_the_pretraining_is_never_called_baseline(study, edit, message):
+    edit(study)
+    with pytest.raises(StudyError, match=message):
+        check_study(study)

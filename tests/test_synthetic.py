@@ -7,17 +7,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rewardseg import synthetic
-from rewardseg.synthetic import (
+from rewardseg.data import synthetic
+from rewardseg.data.synthetic import (
     CLASSES,
     IGNORE_INDEX,
     IMG_SUFFIX,
+    OPTIONS,
     PALETTE,
     SEG_MAP_SUFFIX,
     colorize,
     generate_dataset,
     image_seed,
-    main,
+    prepare,
     render_scene,
 )
 
@@ -254,12 +255,17 @@ def test_generate_layout_and_meta(tmp_path):
                 assert set(np.unique(np.asarray(lb)).tolist()) <= VALID
 
     on_disk = json.loads((out / "meta.json").read_text())
-    assert on_disk["classes"] == list(CLASSES)
+    assert on_disk["source"] == "synthetic"
+    assert on_disk["classes"] == list(CLASSES) and on_disk["num_classes"] == len(CLASSES)
     assert on_disk["palette"] == PALETTE
     assert on_disk["num_train"] == 4 and on_disk["num_val"] == 2
     assert on_disk["height"] == 32 and on_disk["width"] == 64 and on_disk["seed"] == 3
-    assert on_disk["img_suffix"] == IMG_SUFFIX and on_disk["seg_map_suffix"] == SEG_MAP_SUFFIX
+    assert on_disk["img_suffix"] == IMG_SUFFIX and on_disk["label_suffix"] == SEG_MAP_SUFFIX
+    assert on_disk["splits"] == {"train": 4, "val": 2}
+    assert (on_disk["img_dir"], on_disk["label_dir"]) == ("leftImg8bit", "gtFine")
+    assert on_disk["train_labels"] == "gtFine/train" and (out / "gtFine" / "train").is_dir()
     assert meta["root"] == str(out.resolve())
+    assert {k: v for k, v in meta.items() if k not in ("root", "seconds")} == on_disk
 
     # per-class pixel frequencies over the train split match the written labels
     hist = np.zeros(256, np.int64)
@@ -371,15 +377,36 @@ def test_creates_missing_parents(tmp_path):
     assert os.listdir(out.parent) == ["ds"]
 
 
-def test_main_cli(tmp_path, capsys):
-    out = tmp_path / "cli_ds"
-    argv = [str(out), "--num-train", "2", "--num-val", "1", "--height", "32", "--width", "64",
-            "--seed", "4", "--no-progress"]
-    assert main(argv) == 0
-    assert "train pixel frequencies" in capsys.readouterr().out
-    assert len(_pairs(out, "train")) == 2 and len(_pairs(out, "val")) == 1
-    assert json.loads((out / "meta.json").read_text())["seed"] == 4
-    assert main(argv) == 2  # exists
-    assert "already exists" in capsys.readouterr().err
-    assert main([str(tmp_path / "x"), "--num-train", "0", "--no-progress"]) == 2
-    assert "num_train" in capsys.readouterr().err
+def test_defaults_are_the_options(tmp_path):
+    """One set of defaults: generate_dataset's are those of OPTIONS (the study's)."""
+    import inspect
+
+    params = inspect.signature(generate_dataset).parameters
+    for key, spec in OPTIONS.items():
+        assert params[key].default == spec["default"], key
+    assert {k: v["default"] for k, v in OPTIONS.items()} == dict(
+        num_train=200, num_val=32, height=96, width=192, seed=0)
+
+
+def test_prepare_is_generate_with_the_block(tmp_path):
+    """prepare(root, dataset block) writes what generate_dataset writes, file for file;
+    it replaces an existing tree (the workflow rebuilds in place)."""
+    block = dict(num_train=2, num_val=1, height=32, width=48, seed=5)
+    a, b = tmp_path / "a", tmp_path / "b"
+    b.mkdir()
+    (b / "stale.txt").write_text("old")
+    generate_dataset(a, progress=False, **block)
+    meta = prepare(str(b), dict(block, name="b", source="synthetic"), progress=False)
+    assert meta == json.loads((b / "meta.json").read_text())
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    with pytest.raises(ValueError, match="num_train"):
+        prepare(str(tmp_path / "c"), {"num_train": 0}, progress=False)
+
+
+def test_describe():
+    assert synthetic.describe({}) == "synthetic street scenes (200 train / 32 val images, 96×192)"
+    assert synthetic.describe({"num_train": 8, "height": 64}) == \
+        "synthetic street scenes (8 train / 32 val images, 64×192)"

@@ -10,13 +10,14 @@ import pytest
 import yaml
 
 from conftest import BIN, ENV, REPO, copy_workflow, kill_after_first_checkpoint, snakemake
-from rewardseg.study import StudyError, check_study, load_study, tune_spec
+from rewardseg.runconfig import tune_spec
+from rewardseg.study import StudyError, check_study, load_study
 
 def test_dag_outputs_exist_and_agree(smoke):
     study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
     metrics = pd.read_csv(os.path.join(smoke, "results/smoke/metrics.csv"))
     assert list(metrics.columns) == ["study", "variant", "seed", "step", "class", "IoU"]
-    assert set(metrics["variant"]) == set(study["variants"]) | {"baseline"}
+    assert set(metrics["variant"]) == set(study["variants"]) | {"pretrain"}
     assert set(metrics[metrics.variant == "control"]["seed"]) == {0, 1}
     assert set(metrics[metrics.variant == "control"]["step"]) == {0, 2, 4}
     # the table's numbers are the metrics.csv numbers
@@ -27,11 +28,22 @@ def test_dag_outputs_exist_and_agree(smoke):
         assert row["mean"] == pytest.approx(values.mean())
         md = open(os.path.join(smoke, "paper/tables/smoke/final_miou.md")).read()
         assert f"{values.mean():.2f} ± {values.std(ddof=1):.2f}" in md
-    for name in ("exp_baseline", "exp_weights", "delta_vs_control", "per_class_iou",
-                 "estimator_variance"):
+    # every registered figure (experiment figures: one per experiment), PNG and PDF; every
+    # table file; the executed notebook; no sentinel files
+    from rewardseg import figures, paths
+    from rewardseg.results import TABLES
+
+    names = figures.names(study)
+    assert {"exp_baseline", "exp_weights", "qualitative"} <= set(names)
+    for name in names:
         for ext in ("png", "pdf"):
-            path = os.path.join(smoke, f"figures/smoke/{name}.{ext}")
+            path = os.path.join(smoke, paths.figure("smoke", name, ext))
             assert os.path.getsize(path) > 5000, path
+    assert sorted(os.listdir(os.path.join(smoke, paths.table("smoke", "")))) == sorted(TABLES)
+    assert os.path.isfile(os.path.join(smoke, paths.study_result("smoke", "results.ipynb")))
+    done = [os.path.join(d, f) for d, _, files in os.walk(smoke) for f in files
+            if f.endswith(".done")]
+    assert not done, done
     # every run directory records its provenance
     run = json.load(open(os.path.join(smoke, "work/smoke/reference/seed0/run.json")))
     assert run["seed"] == 0 and run["spec"]["variant"] == "reference"
@@ -116,7 +128,7 @@ def test_same_seed_same_numbers(smoke, tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c.update(sedes=[0]), "sedes"),
-    (lambda c: c["baseline"].update(iters="many"), "many"),
+    (lambda c: c["pretrain"].update(iters="many"), "many"),
     (lambda c: c["variants"]["reference"].update(learning_rate=0.1), "learning_rate"),
     (lambda c: c["variants"]["reference"].update(loss="ppo"), "ppo"),
 ])

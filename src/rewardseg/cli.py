@@ -31,7 +31,7 @@ def _cmd_class_weights(ns) -> int:
 
 
 def _cmd_stage(ns) -> int:
-    from .study import run_stage
+    from .runner import run_stage
     from .train import distributed_rank, torchrun_command
 
     spec = json.loads(ns.spec)
@@ -54,42 +54,19 @@ def _cmd_stage(ns) -> int:
     return 0
 
 
-def _cmd_data(ns) -> int:
-    from .synthetic import generate_dataset
-
-    meta = generate_dataset(ns.out, ns.num_train, ns.num_val, height=ns.height, width=ns.width,
-                            seed=ns.seed, progress=not ns.quiet, overwrite=ns.overwrite)
-    print(f"wrote {ns.num_train} train + {ns.num_val} val images to {ns.out} "
-          f"in {meta['seconds']:.1f}s")
-    return 0
-
-
-def _pairs(items, flag):
-    out = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
-        key, value = item.split("=", 1)
-        out[key] = value
-    return out
-
-
 def _cmd_prepare(ns) -> int:
     from .data import prepare
 
-    options = dict(raw_dir=ns.raw_dir or os.path.join("data", "raw", ns.source),
-                   progress=not ns.quiet, workers=ns.workers)
-    if ns.source == "cityscapes":
-        options.update(local_copy=ns.local_copy)
-        if ns.base_url:
-            options["base_url"] = ns.base_url
-    elif ns.source == "easyportrait":
-        options.update(local_copy=ns.local_copy, classes=ns.classes or "face_parsing",
-                       urls=_pairs(ns.url, "--url") or None,
-                       sha256=_pairs(ns.sha256, "--sha256") or None)
-    elif ns.source == "mapillary":
-        options.update(classes=ns.classes or "cityscapes", version=ns.version)
-    meta = prepare(ns.source, ns.root, **options)
+    try:
+        dataset = json.loads(ns.dataset)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--dataset: not JSON ({err})") from None
+    if not isinstance(dataset, dict):
+        raise ValueError("--dataset: expected a JSON object (the study's dataset block)")
+    if dataset.setdefault("source", ns.source) != ns.source:
+        raise ValueError(f"--dataset names source {dataset['source']!r}, but this command "
+                         f"prepares {ns.source!r}")
+    meta = prepare(ns.root, dataset, progress=not ns.quiet, workers=ns.workers)
     print(f"{ns.root}: {ns.source}, {len(meta['classes'])} classes, "
           + ", ".join(f"{k} {v} images" for k, v in meta["splits"].items()))
     return 0
@@ -116,9 +93,9 @@ def _cmd_fetch_pretrained(ns) -> int:
 
 
 def _cmd_collect(ns) -> int:
-    from .study import collect_run
+    from .results import collect_run
 
-    result = collect_run(ns.work_dir, ns.out, baseline_dir=ns.baseline_dir)
+    result = collect_run(ns.work_dir, ns.out, pretrain_dir=ns.pretrain_dir)
     last = result["evals"][-1]
     print(f"{ns.out}: {len(result['evals'])} evaluations, final mIoU "
           f"{last['metrics']['mIoU']:.2f} at step {last['step']}")
@@ -126,36 +103,41 @@ def _cmd_collect(ns) -> int:
 
 
 def _cmd_aggregate(ns) -> int:
-    from .report import aggregate
+    from .results import aggregate
 
-    df = aggregate(ns.runs, ns.baseline, ns.out, ns.stats)
-    print(f"{ns.out}: {len(df)} rows from {len(ns.runs)} runs + baseline")
+    df = aggregate(ns.runs, ns.pretrain, ns.out, ns.stats)
+    print(f"{ns.out}: {len(df)} rows from {len(ns.runs)} runs + the pretraining")
     return 0
 
 
 def _cmd_overview(ns) -> int:
-    from .report import overview
+    from .results import overview
 
     df = overview(ns.metrics, ns.out)
     print(f"{ns.out}: {len(df)} studies ({', '.join(df['study']) if len(df) else 'none'})")
     return 0
 
 
-def _cmd_report(ns) -> int:
-    from .plots import make_report
+def _cmd_figure(ns) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, whatever display the machine has
+    from .figures import draw
     from .study import load_study
 
-    written = make_report(load_study(ns.study), ns.metrics, ns.stats, ns.figures, ns.tables)
-    print(f"wrote {len(written)} files under {ns.figures} and {ns.tables}")
+    written = draw(ns.name, load_study(ns.study), ns.out, metrics=ns.metrics, stats=ns.stats,
+                   work_root=ns.work_root, seed=ns.seed)
+    print(f"wrote {', '.join(written)}")
     return 0
 
 
-def _cmd_qualitative(ns) -> int:
-    from .plots import qualitative_figure
-    from .study import load_study
+def _cmd_tables(ns) -> int:
+    import pandas as pd
 
-    written = qualitative_figure(load_study(ns.study), ns.metrics, ns.work_root, ns.out,
-                                 num_images=ns.num_images, seed=ns.seed)
+    from .results import write_tables
+    from .study import labels, load_study
+
+    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(load_study(ns.study)))
     print(f"wrote {', '.join(written)}")
     return 0
 
@@ -189,6 +171,7 @@ def _cmd_env(ns) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .data import SOURCES
     from .train import add_train_arguments
 
     parser = argparse.ArgumentParser(
@@ -217,34 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_class_weights)
 
-    p = sub.add_parser("data", help="generate the synthetic street-scene dataset")
-    p.add_argument("out", help="dataset folder to create")
-    p.add_argument("--num-train", type=int, default=200)
-    p.add_argument("--num-val", type=int, default=32)
-    p.add_argument("--height", type=int, default=96)
-    p.add_argument("--width", type=int, default=192)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_data)
-
-    p = sub.add_parser("prepare", help="download / verify / convert a real dataset into "
-                                       "mmseg's layout (ROOT/meta.json marks it complete)")
-    p.add_argument("source", choices=["cityscapes", "easyportrait", "mapillary"])
-    p.add_argument("root", help="dataset folder to build, e.g. data/cityscapes")
-    p.add_argument("--raw-dir", default=None,
-                   help="where archives are downloaded / looked for (default data/raw/SOURCE)")
-    p.add_argument("--local-copy", default=None,
-                   help="an already-downloaded copy (archives or extracted tree): no download")
-    p.add_argument("--classes", default=None,
-                   help="easyportrait: face_parsing (8) | portrait (2); "
-                        "mapillary: cityscapes (19) | vistas (own classes)")
-    p.add_argument("--version", default="v1.2", help="mapillary: v1.2 | v2.0")
-    p.add_argument("--base-url", default=None, help="cityscapes: site or mirror base URL")
-    p.add_argument("--url", action="append", metavar="NAME=URL",
-                   help="easyportrait: archive URL override (repeatable)")
-    p.add_argument("--sha256", action="append", metavar="NAME=HEX",
-                   help="easyportrait: expected archive digest (repeatable)")
+    p = sub.add_parser("prepare", help="build a dataset (generate, or download / verify / "
+                                       "convert) in mmseg's layout; ROOT/meta.json, written "
+                                       "last, marks it complete")
+    p.add_argument("source", choices=SOURCES, help="the dataset source")
+    p.add_argument("root", help="dataset folder to build, e.g. data/<dataset name>")
+    p.add_argument("--dataset", default="{}",
+                   help="the study's dataset block as JSON (its source's options; missing "
+                        "keys take their defaults). Credentials are never options: a "
+                        "source that needs them reads them from the environment")
     p.add_argument("--workers", type=int, default=0, help="conversion processes (0: auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_prepare)
@@ -265,9 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--touch", default=None, help="file to write the fetched names to")
     p.set_defaults(func=_cmd_fetch_pretrained)
 
-    p = sub.add_parser("stage", help="run one stage (baseline or tune) from a run spec; "
+    p = sub.add_parser("stage", help="run one stage (pretrain or tune) from a run spec; "
                                      "resumes from the work dir's last checkpoint")
-    p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.study)")
+    p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.runconfig)")
     p.add_argument("--work-dir", required=True)
     p.add_argument("--nproc", type=int, default=1,
                    help="processes (one per GPU) for distributed data-parallel training; "
@@ -279,13 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")
     p.add_argument("work_dir")
     p.add_argument("--out", required=True)
-    p.add_argument("--baseline-dir", default=None,
-                   help="baseline run: its evaluation at the start step becomes step 0")
+    p.add_argument("--pretrain-dir", default=None,
+                   help="the pretraining run: its evaluation at the start step becomes step 0")
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser("aggregate", help="run results -> tidy metrics.csv")
     p.add_argument("runs", nargs="+", help="results/<study>/runs/<variant>/seed<k>.json")
-    p.add_argument("--baseline", required=True, help="results/<study>/runs/baseline.json")
+    p.add_argument("--pretrain", required=True, help="results/<study>/runs/pretrain.json")
     p.add_argument("--out", required=True, help="metrics.csv to write")
     p.add_argument("--stats", required=True, help="train_stats.csv to write")
     p.set_defaults(func=_cmd_aggregate)
@@ -295,22 +259,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Markdown table to write")
     p.set_defaults(func=_cmd_overview)
 
-    p = sub.add_parser("report", help="figures and tables of a study from metrics.csv")
-    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--stats", required=True)
-    p.add_argument("--figures", required=True, help="figures/<study>")
-    p.add_argument("--tables", required=True, help="paper/tables/<study>")
-    p.set_defaults(func=_cmd_report)
+    from .figures import FIGURES
 
-    p = sub.add_parser("qualitative", help="panel of val predictions: control vs best variant")
-    p.add_argument("--study", required=True)
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--work-root", default="work")
+    p = sub.add_parser("figure", help="one figure of a study (PNG + a PDF beside it)")
+    p.add_argument("name", metavar="NAME",
+                   help="a figure registered in rewardseg.figures: " + ", ".join(
+                       n.replace("{", "<").replace("}", ">") for n in FIGURES))
+    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--metrics", default=None, help="results/<study>/metrics.csv")
+    p.add_argument("--stats", default=None, help="results/<study>/train_stats.csv")
+    p.add_argument("--work-root", default="work",
+                   help="where the finished runs are (figures that load models)")
+    p.add_argument("--seed", type=int, default=0, help="whose runs such figures load")
     p.add_argument("--out", required=True, help="PNG to write (a PDF beside it)")
-    p.add_argument("--num-images", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_cmd_qualitative)
+    p.set_defaults(func=_cmd_figure)
+
+    p = sub.add_parser("tables", help="final mIoU and per-class IoU tables (Markdown, "
+                                      "LaTeX, CSV) of a study from metrics.csv")
+    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
+    p.add_argument("--out-dir", required=True, help="paper/tables/<study>")
+    p.set_defaults(func=_cmd_tables)
 
     p = sub.add_parser("slides", help="build a study's Marp deck from paper/slides.md")
     p.add_argument("--template", default="paper/slides.md")

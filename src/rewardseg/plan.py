@@ -2,17 +2,18 @@
 
 Jobs, GPUs and an estimate of GPU-hours per stage, from the number of training steps
 times the seconds per step: measured from finished runs of the study when there are
-some (``work/<study>/**/run.json``), otherwise ``resources.<stage>.seconds_per_step``
+some (their ``run.json``), otherwise ``resources.<stage>.seconds_per_step``
 from the study config.
 """
 from __future__ import annotations
 
 import glob
 import json
-import os
 from typing import Dict, List, Optional
 
-from .study import released_checkpoints, tune_spec
+from . import paths
+from .runconfig import tune_spec
+from .study import released_checkpoints
 
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
                      "seconds_per_step": 1.0}
@@ -25,8 +26,8 @@ def stage_resources(study: dict, stage: str) -> Dict[str, float]:
 
 
 def measured_seconds_per_step(work_root: str, study: str, stage: str) -> Optional[float]:
-    pattern = (os.path.join(work_root, study, "baseline", "run.json") if stage == "baseline"
-               else os.path.join(work_root, study, "*", "seed*", "run.json"))
+    pattern = paths.run_record(paths.pretrain_dir(study, work_root) if stage == paths.PRETRAIN
+                               else paths.run_dir(study, "*", "*", work_root))
     rates = []
     for path in glob.glob(pattern):
         with open(path) as fh:
@@ -39,18 +40,18 @@ def measured_seconds_per_step(work_root: str, study: str, stage: str) -> Optiona
 
 def plan(study: dict, work_root: str = "work") -> List[dict]:
     rows = []
-    base = stage_resources(study, "baseline")
-    measured = measured_seconds_per_step(work_root, study["study"], "baseline")
+    base = stage_resources(study, paths.PRETRAIN)
+    measured = measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
     sps = measured or base["seconds_per_step"]
     released = released_checkpoints(study)
     if released:  # download + evaluation only: bounded by the job's runtime
-        rows.append(dict(stage=f"baseline (eval {len(released)} released)", jobs=1,
+        rows.append(dict(stage=f"pretrain (eval {len(released)} released)", jobs=1,
                          gpus_per_job=base["gpus"], steps=0, seconds_per_step=0.0,
                          source="runtime limit",
                          gpu_hours=base["gpus"] * base["runtime"] / 60.0))
     else:
-        steps = study["baseline"]["iters"]
-        rows.append(dict(stage="baseline", jobs=1, gpus_per_job=base["gpus"], steps=steps,
+        steps = study["pretrain"]["iters"]
+        rows.append(dict(stage=paths.PRETRAIN, jobs=1, gpus_per_job=base["gpus"], steps=steps,
                          seconds_per_step=sps, source="measured" if measured else "configured",
                          gpu_hours=base["gpus"] * steps * sps / 3600.0))
     tune = stage_resources(study, "tune")

@@ -6,7 +6,7 @@ A baseline trained from scratch starts its backbone from ``model.pretrained`` (u
 caches the file in torch's hub directory (``$TORCH_HOME/hub/checkpoints``). The workflow
 fetches it once on the submitting machine, so compute nodes without internet access find
 it in the (shared) cache. Runs that load a checkpoint anyway (tuning, released baselines)
-skip it: see :func:`rewardseg.study.build_run_config`.
+skip it: see :func:`rewardseg.runconfig.build_run_config`.
 """
 from __future__ import annotations
 

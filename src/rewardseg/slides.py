@@ -13,37 +13,33 @@ from typing import Dict, Optional
 
 import pandas as pd
 
-from .report import final_table
-from .study import experiments, released_checkpoints, variant_fields
+from . import paths
+from .data import describe
+from .results import final_table
+from .runconfig import pretrain_spec
+from .study import experiments, labels as variant_labels, released_checkpoints, tuning_fields
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
 
 def _values(study: dict) -> Dict[str, str]:
-    ref = dict(study["tuning"])
+    ref = tuning_fields(study)
     data = study["dataset"]
-    base = study["baseline"]
-    if data.get("source", "synthetic") == "synthetic":
-        dataset = (f"`{data['name']}`: synthetic street scenes ({data.get('num_train', 200)} "
-                   f"train / {data.get('num_val', 32)} val images, "
-                   f"{data.get('height', 96)}×{data.get('width', 192)})")
-    else:
-        setting = f", {data['classes']} classes" if data.get("classes") else ""
-        dataset = f"`{data['name']}`: {data['source']}{setting}"
+    pre = pretrain_spec(study)
+    dataset = f"`{data['name']}`: {describe(data)}"
     released = released_checkpoints(study)
     if released:
-        baseline = ("released CE checkpoints at iterations "
+        pretrain = ("released CE checkpoints at iterations "
                     + ", ".join(map(str, released)) + " (downloaded, verified, evaluated)")
     else:
-        baseline = (f"{base['iters']} iterations, LR {base.get('lr', 0.01)} poly, "
-                    f"checkpoints every {base['checkpoint_interval']}")
+        pretrain = (f"{pre['iters']} iterations, LR {pre['lr']} poly, "
+                    f"checkpoints every {pre['checkpoint_interval']}")
     return {
         "study": study["study"], "num_seeds": str(len(study["seeds"])),
         "seeds": ", ".join(map(str, study["seeds"])), "dataset": dataset,
-        "model": study["model"]["config"], "baseline_desc": baseline,
+        "model": study["model"]["config"], "pretrain_desc": pretrain,
         "start": str(ref["start"]), "iters": str(ref["iters"]), "lr": f"{ref['lr']:g}",
-        "min_lr": f"{ref.get('min_lr', 1e-6):g}", "loss": ref["loss"],
-        "baseline": str(ref.get("baseline", "rloo")),
+        "min_lr": f"{ref['min_lr']:g}", "loss": ref["loss"], "baseline": ref["baseline"],
     }
 
 
@@ -76,12 +72,12 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
             text = text.replace("<!-- overview -->", fh.read())
     else:
         text = text.replace("<!-- overview -->", "Only this study has results so far.")
-    labels = {v: variant_fields(study, v).get("label") or v for v in study["variants"]}
+    labels = variant_labels(study)
     exp_slides = []
     for name, variants in experiments(study).items():
         shown = ", ".join(labels[v] for v in variants)
         exp_slides.append(f"\n---\n\n# {name.replace('_', ' ').capitalize()}\n\n"
-                          f"![h:470](../figures/{{{{study}}}}/exp_{name}.png)\n\n"
+                          f"![h:470](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     text = text.replace("<!-- summary -->", _summary(metrics_csv, labels))

@@ -1,9 +1,12 @@
-"""The study's vocabulary, defined once (no torch, no mmseg: the workflow and the CLI read
-it without importing the models).
+"""The estimators' vocabulary, defined once (no torch, no mmseg: the workflow and the CLI
+read it without importing the models).
 
-``RewardLoss`` (``models/losses.py``) validates against these names, ``study.py`` checks
-study configs with them, and ``tests/test_study_options.py`` checks that the JSON schema
-(``workflow/schemas/study.schema.yaml``) lists the same ones.
+``RewardLoss`` (``models/losses.py``) validates against these names and
+``models.losses.decode_loss_config`` maps a study's fields onto it; ``study.schema()``
+fills the study schema's enums (``study.schema.yaml`` spells none) and ``study.py``
+checks study configs with them. Adding an estimator or a baseline: its names here, its
+code in ``models/losses.py``, its test. (Dataset sources are the modules of
+``rewardseg.data``; figures are registered in ``rewardseg.figures``.)
 """
 from __future__ import annotations
 
@@ -14,6 +17,9 @@ BASELINES = {
     "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema", "greedy"),
 }
 DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
+# what a baseline needs: samples per image (``num_samples``) / images in the global batch
+MIN_SAMPLES = {"rloo": 2}
+MIN_GLOBAL_BATCH = {"batch_loo": 2}
 SAMPLE_AT = ("logits", "label")
 # reinforce: ``image`` sums the log-likelihood over an image's valid pixels (the loss's
 # expected gradient is grad E[R] itself); ``pixel`` averages it (grad E[R] / n_valid).

@@ -1,16 +1,16 @@
-# Config loading, validation and input functions. The science lives in src/rewardseg.
+# The study config, its validation, and the input functions the rule files call.
+# Paths come from rewardseg.paths; the science lives in src/rewardseg.
 import json
 import os
 import shutil
 
-from snakemake.utils import validate
-
+from rewardseg import paths
 from rewardseg.plan import stage_resources
-from rewardseg.study import (StudyError, baseline_spec, check_study, experiments,
-                             released_checkpoints, tune_spec, variant_fields)
+from rewardseg.runconfig import pretrain_spec, tune_spec
+from rewardseg.study import (StudyError, check_study, experiments, released_checkpoints,
+                             variant_fields)
 
-validate(config, schema="../schemas/study.schema.yaml")
-try:
+try:  # the JSON schema (enums from rewardseg.vocabulary), then the cross-field checks
     check_study(config, source="study config")
 except StudyError as err:
     raise WorkflowError(str(err)) from None
@@ -19,20 +19,17 @@ STUDY = config["study"]
 SEEDS = [int(s) for s in config["seeds"]]
 VARIANTS = list(config["variants"])
 DATASET = config["dataset"]["name"]
-SOURCE = config["dataset"]["source"]
-# released baseline checkpoints, fetched on the submitting machine (compute nodes may
-# have no internet); the baseline job then only evaluates them
+EXPERIMENTS = list(experiments(config))
+PRETRAIN = paths.PRETRAIN
+# released pretraining checkpoints, fetched on the submitting machine (compute nodes may
+# have no internet); the pretraining job then only evaluates them
 RELEASED = released_checkpoints(config)
-SMOOTHINGS = sorted({variant_fields(config, v)["class_weight_smoothing"]
-                     for v in VARIANTS} - {None})
-
-RESOURCES = {stage: stage_resources(config, stage) for stage in ("baseline", "tune")}
+RESOURCES = {stage: stage_resources(config, stage) for stage in (PRETRAIN, "tune")}
 # Cluster partition / account come from the environment, never from tracked files
-# (see slurm/README.md); unset means the cluster's defaults.
+# (README, "On a SLURM cluster"); unset means the cluster's defaults.
 SLURM = {key: os.environ[var] for key, var in (("slurm_partition", "REWARDSEG_SLURM_PARTITION"),
                                                ("slurm_account", "REWARDSEG_SLURM_ACCOUNT"))
          if os.environ.get(var)}
-
 
 
 def check_slurm_partition():
@@ -64,20 +61,11 @@ wildcard_constraints:
     dataset=DATASET,
 
 
-def prepare_options(wildcards):
-    """`rewardseg prepare` options from the study's dataset block (no secrets here:
-    Cityscapes credentials are read from the environment by the command itself)."""
-    from shlex import quote
-
-    ds = config["dataset"]
-    opts = ["--raw-dir", ds.get("raw_dir", f"data/raw/{SOURCE}")]
-    for key in ("local_copy", "classes", "version", "base_url"):
-        if ds.get(key):
-            opts += [f"--{key.replace('_', '-')}", str(ds[key])]
-    for key in ("urls", "sha256"):
-        for name, value in (ds.get(key) or {}).items():
-            opts += ["--url" if key == "urls" else "--sha256", f"{name}={value}"]
-    return " ".join(quote(o) for o in opts)
+# ---------------------------------------------------------------- input functions
+def dataset_json(wildcards):
+    """The study's dataset block for `rewardseg prepare --dataset` (no secrets in it:
+    credentials are read from the environment by the command itself)."""
+    return json.dumps(config["dataset"], sort_keys=True)
 
 
 def dataset_meta(path):
@@ -87,18 +75,10 @@ def dataset_meta(path):
         return json.load(fh)
 
 
-def studies_with_results(wildcards=None):
-    """This study's metrics plus those of every other study already run here (their
-    files are inputs only: wildcards restrict every rule to this study)."""
-    import glob
-
-    return sorted(set(glob.glob("results/*/metrics.csv")) | {f"results/{STUDY}/metrics.csv"})
-
-
 def pretrained_input(wildcards):
-    """A baseline trained here first fetches its ImageNet backbone on the submitting
-    machine (compute nodes may have no internet); released baselines need none."""
-    if released_checkpoints(config):
+    """A pretraining trained here first fetches its ImageNet backbone on the submitting
+    machine (compute nodes may have no internet); released checkpoints need none."""
+    if RELEASED:
         return []
     from mmengine.config import Config
 
@@ -106,69 +86,68 @@ def pretrained_input(wildcards):
 
     if not pretrained_sources(Config.fromfile(config["model"]["config"])):
         return []
-    return [f"work/{wildcards.study}/pretrained.txt"]
+    return [paths.pretrained_marker(wildcards.study)]
 
 
-def run_results():
-    return expand("results/{study}/runs/{variant}/seed{seed}.json", study=STUDY,
-                  variant=VARIANTS, seed=SEEDS)
+def released_inputs(wildcards):
+    return [paths.checkpoint(paths.pretrain_dir(wildcards.study), step) for step in RELEASED]
 
 
 def class_weight_inputs(wildcards):
     smoothing = variant_fields(config, wildcards.variant)["class_weight_smoothing"]
     if smoothing is None:
         return []
-    return [f"data/{DATASET}/class_weights_s{smoothing:g}.json"]
+    return [paths.class_weights(paths.data_root(DATASET), smoothing)]
+
+
+def pretrain_spec_json(wildcards):
+    return json.dumps(pretrain_spec(config), sort_keys=True)
 
 
 def tune_spec_json(wildcards):
     return json.dumps(tune_spec(config, wildcards.variant, int(wildcards.seed)), sort_keys=True)
 
 
-def baseline_spec_json(wildcards):
-    return json.dumps(baseline_spec(config), sort_keys=True)
+def run_results(study=STUDY):
+    return [paths.run_result(study, v, s) for v in VARIANTS for s in SEEDS]
 
 
-MARP_CLI = "@marp-team/marp-cli@4.5.1"
-HAVE_NODE = shutil.which("npx") is not None
-if not HAVE_NODE:
-    logger.warning("Node.js (npx) not found: the slides are built as Marp markdown "
-                   f"(paper/build/{STUDY}/slides.md) but not rendered to HTML; install "
-                   "Node.js >= 18 and run `snakemake slides` to render them.")
+def first_seed_runs(wildcards):
+    """The finished tuning runs of the first seed (the qualitative figure loads them)."""
+    return [paths.run_record(paths.run_dir(wildcards.study, v, SEEDS[0])) for v in VARIANTS]
+
+
+def studies_with_results(wildcards=None):
+    """This study's metrics plus those of every other study already run here (their
+    files are inputs only: wildcards restrict every rule to this study)."""
+    import glob
+
+    ours = paths.study_result(STUDY, "metrics.csv")
+    return sorted(set(glob.glob(paths.study_result("*", "metrics.csv"))) | {ours})
+
+
+# ---- outputs of `rule all`
+def figure_outputs(study=STUDY, exts=("png", "pdf")):
+    """Every figure of the study (rewardseg.figures' registry, families expanded over the
+    study's experiments, ...), each as PNG and PDF."""
+    from rewardseg import figures
+
+    return [paths.figure(study, name, ext) for name in figures.names(config) for ext in exts]
+
+
+def table_outputs(study=STUDY):
+    """The tables `rewardseg tables` writes (rewardseg.results.TABLES)."""
+    from rewardseg.results import TABLES
+
+    return [paths.table(study, name) for name in TABLES]
 
 
 def all_outputs():
-    outputs = run_results() + [
-        f"results/{STUDY}/metrics.csv",
-        f"results/{STUDY}/report.done",
-        f"figures/{STUDY}/qualitative.png",
-        f"results/{STUDY}/results.html",
-        f"paper/build/{STUDY}/slides.md",
-    ]
+    """What `rule all` builds. HAVE_NODE comes from paper.smk (Node.js renders the deck);
+    the Snakefile's `rule all` calls this after every rule file is included."""
+    outputs = run_results() + [paths.study_result(STUDY, "metrics.csv")]
+    outputs += figure_outputs() + table_outputs()
+    outputs += [paths.study_result(STUDY, "results.html"), paths.build(STUDY, "slides.md")]
     if HAVE_NODE:
-        outputs.append(f"paper/build/{STUDY}/slides.html")
+        outputs.append(paths.build(STUDY, "slides.html"))
     return outputs
-
-
-FIGURES = [f"exp_{name}" for name in experiments(config)] + [
-    "delta_vs_control", "per_class_iou", "estimator_variance"]
-TABLES = [f"{t}.{ext}" for t in ("final_miou", "per_class_iou") for ext in ("md", "tex")]
-
-
-# Everything but training runs on the submitting machine under `--profile slurm`.
-localrules:
-    all,
-    class_weights,
-    collect_run,
-    collect_baseline,
-    study_config,
-    pretrained_weights,
-    aggregate,
-    overview,
-    report,
-    qualitative,
-    notebook,
-    notebook_html,
-    slides_markdown,
-    slides_html,
-    slides,

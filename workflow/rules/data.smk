@@ -1,95 +1,44 @@
-# One data rule per dataset source; each writes data/<name>/meta.json last (the
-# completion marker) and is defined only when the study uses that source.
-# Credentials (Cityscapes) are read from the environment by `rewardseg prepare` and never
-# appear in a command line, log or config.
+# The dataset: one rule for every source. `rewardseg prepare` takes the study's dataset
+# block as JSON (rewardseg.data dispatches on its source: one module per source) and
+# writes data/<name>/meta.json last, the completion marker. Credentials (Cityscapes) are
+# read from the environment by the command and never appear in a command line, log or
+# config. Both rules run on the submitting machine (downloads need the internet).
+# dataset_json, dataset_meta: common.smk.
 
-if SOURCE == "synthetic":
 
-    localrules:
-        synthetic_data,
+localrules:
+    dataset,
+    class_weights,
 
-    rule synthetic_data:
-        output:
-            meta="data/{dataset}/meta.json",
-        params:
-            root=lambda wc: f"data/{wc.dataset}",
-            num_train=config["dataset"].get("num_train", 200),
-            num_val=config["dataset"].get("num_val", 32),
-            height=config["dataset"].get("height", 96),
-            width=config["dataset"].get("width", 192),
-            seed=config["dataset"].get("seed", 0),
-        log:
-            "logs/data/{dataset}.log",
-        resources:
-            runtime=30,
-        shell:
-            "rewardseg data {params.root} --num-train {params.num_train} --num-val {params.num_val}"
-            " --height {params.height} --width {params.width} --seed {params.seed} --overwrite"
-            " 2> {log}"
 
-elif SOURCE == "cityscapes":
-
-    localrules:
-        cityscapes_data,
-
-    rule cityscapes_data:
-        output:
-            meta="data/{dataset}/meta.json",
-        params:
-            root=lambda wc: f"data/{wc.dataset}",
-            options=prepare_options,
-        log:
-            "logs/data/{dataset}.log",
-        threads: 4
-        shell:
-            "rewardseg prepare cityscapes {params.root} {params.options}"
-            " --workers {threads} 2> {log}"
-
-elif SOURCE == "easyportrait":
-
-    localrules:
-        easyportrait_data,
-
-    rule easyportrait_data:
-        output:
-            meta="data/{dataset}/meta.json",
-        params:
-            root=lambda wc: f"data/{wc.dataset}",
-            options=prepare_options,
-        log:
-            "logs/data/{dataset}.log",
-        shell:
-            "rewardseg prepare easyportrait {params.root} {params.options} 2> {log}"
-
-elif SOURCE == "mapillary":
-
-    localrules:
-        mapillary_data,
-
-    rule mapillary_data:
-        output:
-            meta="data/{dataset}/meta.json",
-        params:
-            root=lambda wc: f"data/{wc.dataset}",
-            options=prepare_options,
-        log:
-            "logs/data/{dataset}.log",
-        shell:
-            "rewardseg prepare mapillary {params.root} {params.options} 2> {log}"
+rule dataset:
+    output:
+        paths.dataset_meta("{dataset}"),
+    params:
+        source=config["dataset"]["source"],
+        root=lambda wc: paths.data_root(wc.dataset),
+        block=dataset_json,
+    log:
+        os.path.join(paths.LOGS, "data", "{dataset}.log"),
+    threads: 4  # label conversion processes (Cityscapes' polygons); others use fewer
+    shell:
+        "rewardseg prepare {params.source} {params.root}"
+        " --dataset {params.block:q} --workers {threads} 2> {log}"
 
 
 rule class_weights:
     input:
-        "data/{dataset}/meta.json",
+        paths.dataset_meta("{dataset}"),
     output:
-        json="data/{dataset}/class_weights_s{smoothing}.json",
-        npy="data/{dataset}/class_weights_s{smoothing}.npy",
+        json=paths.class_weights(paths.data_root("{dataset}"), "{smoothing}"),
+        npy=paths.class_weights(paths.data_root("{dataset}"), "{smoothing}", ext="npy"),
     params:
-        labels=lambda wc, input: os.path.join(f"data/{wc.dataset}", dataset_meta(input[0])["train_labels"]),
+        labels=lambda wc, input: os.path.join(paths.data_root(wc.dataset),
+                                              dataset_meta(input[0])["train_labels"]),
         suffix=lambda wc, input: dataset_meta(input[0])["label_suffix"],
         num_classes=lambda wc, input: len(dataset_meta(input[0])["classes"]),
     log:
-        "logs/data/{dataset}_class_weights_s{smoothing}.log",
+        os.path.join(paths.LOGS, "data", "{dataset}_class_weights_s{smoothing}.log"),
     shell:
         "rewardseg class-weights {params.labels} --num-classes {params.num_classes}"
         " --suffix {params.suffix:q} --smoothing {wildcards.smoothing} --out {output.json} 2> {log}"

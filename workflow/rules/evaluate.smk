@@ -1,27 +1,65 @@
+# Results: each finished run -> its result JSON; all of them -> the study's tidy tables.
+
+
+localrules:
+    collect_run,
+    collect_pretrain,
+    study_config,
+    aggregate,
+
+
 rule collect_run:
     input:
-        run="work/{study}/{variant}/seed{seed}/run.json",
-        baseline="work/{study}/baseline/run.json",
+        run=paths.run_record(paths.run_dir("{study}", "{variant}", "{seed}")),
+        pretrain=paths.run_record(paths.pretrain_dir("{study}")),
     output:
-        "results/{study}/runs/{variant}/seed{seed}.json",
+        paths.run_result("{study}", "{variant}", "{seed}"),
     params:
-        work_dir=lambda wc: f"work/{wc.study}/{wc.variant}/seed{wc.seed}",
-        baseline_dir=lambda wc: f"work/{wc.study}/baseline",
+        work_dir=lambda wc: paths.run_dir(wc.study, wc.variant, wc.seed),
+        pretrain_dir=lambda wc: paths.pretrain_dir(wc.study),
     log:
-        "logs/{study}/collect/{variant}_seed{seed}.log",
+        paths.log("{study}", "collect/{variant}_seed{seed}"),
     shell:
-        "rewardseg collect {params.work_dir} --baseline-dir {params.baseline_dir}"
+        "rewardseg collect {params.work_dir} --pretrain-dir {params.pretrain_dir}"
         " --out {output} > {log} 2>&1"
 
 
-rule collect_baseline:
+rule collect_pretrain:
     input:
-        "work/{study}/baseline/run.json",
+        paths.run_record(paths.pretrain_dir("{study}")),
     output:
-        "results/{study}/runs/baseline.json",
+        paths.pretrain_result("{study}"),
     params:
-        work_dir=lambda wc: f"work/{wc.study}/baseline",
+        work_dir=lambda wc: paths.pretrain_dir(wc.study),
     log:
-        "logs/{study}/collect/baseline.log",
+        paths.log("{study}", f"collect/{PRETRAIN}"),
     shell:
         "rewardseg collect {params.work_dir} --out {output} > {log} 2>&1"
+
+
+rule study_config:
+    output:
+        paths.study_result("{study}", "study.yaml"),
+    params:
+        study=lambda wc: config,
+    log:
+        paths.log("{study}", "study_config"),
+    run:
+        import yaml
+
+        with open(output[0], "w") as fh:
+            yaml.safe_dump(params.study, fh, sort_keys=False)
+
+
+rule aggregate:
+    input:
+        runs=run_results(),
+        pretrain=paths.pretrain_result("{study}"),
+    output:
+        metrics=paths.study_result("{study}", "metrics.csv"),
+        stats=paths.study_result("{study}", "train_stats.csv"),
+    log:
+        paths.log("{study}", "aggregate"),
+    shell:
+        "rewardseg aggregate {input.runs} --pretrain {input.pretrain}"
+        " --out {output.metrics} --stats {output.stats} > {log} 2>&1"

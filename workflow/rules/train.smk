@@ -1,51 +1,58 @@
+# Training: the CE pretraining (or its released checkpoints) and every variant x seed.
+# Only the two training rules are submitted to the cluster under `--profile slurm`.
+
+
+localrules:
+    pretrained_weights,
+
+
 rule pretrained_weights:
     input:
         config["model"]["config"],
     output:
-        "work/{study}/pretrained.txt",
+        paths.pretrained_marker("{study}"),
     log:
-        "logs/{study}/pretrained_weights.log",
+        paths.log("{study}", "pretrained_weights"),
     shell:
         "rewardseg fetch-pretrained {input} --touch {output} > {log} 2>&1"
 
 
-if RELEASED:
+if RELEASED:  # downloaded on the submitting machine; the pretrain job evaluates them
 
     localrules:
         released_checkpoint,
 
     rule released_checkpoint:
         output:
-            "work/{study}/baseline/iter_{step}.pth",
+            paths.checkpoint(paths.pretrain_dir("{study}"), "{step}"),
         params:
             url=lambda wc: RELEASED[int(wc.step)]["url"],
             sha256=lambda wc: RELEASED[int(wc.step)]["sha256"],
         log:
-            "logs/{study}/released_iter_{step}.log",
+            paths.log("{study}", "released_iter_{step}"),
         shell:
             "rewardseg download {params.url:q} {output} --sha256 {params.sha256} 2> {log}"
 
 
-rule baseline:
+rule pretrain:
     input:
-        data=f"data/{DATASET}/meta.json",
+        data=paths.dataset_meta(DATASET),
         model=config["model"]["config"],
         pretrained=pretrained_input,
-        released=lambda wc: expand("work/{study}/baseline/iter_{step}.pth", study=wc.study,
-                                   step=list(RELEASED)),
+        released=released_inputs,
     output:
-        "work/{study}/baseline/run.json",
+        paths.run_record(paths.pretrain_dir("{study}")),
     params:
-        spec=baseline_spec_json,
-        work_dir=lambda wc: f"work/{wc.study}/baseline",
-        nproc=max(1, RESOURCES["baseline"]["gpus"]),
+        spec=pretrain_spec_json,
+        work_dir=lambda wc: paths.pretrain_dir(wc.study),
+        nproc=max(1, RESOURCES[PRETRAIN]["gpus"]),
     log:
-        "logs/{study}/baseline.log",
-    threads: RESOURCES["baseline"]["cpus"]
+        paths.log("{study}", PRETRAIN),
+    threads: RESOURCES[PRETRAIN]["cpus"]
     resources:
-        gpu=RESOURCES["baseline"]["gpus"],
-        runtime=RESOURCES["baseline"]["runtime"],
-        mem_mb=RESOURCES["baseline"]["mem_mb"],
+        gpu=RESOURCES[PRETRAIN]["gpus"],
+        runtime=RESOURCES[PRETRAIN]["runtime"],
+        mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
         **SLURM,
     shell:
         "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir}"
@@ -54,16 +61,16 @@ rule baseline:
 
 rule tune:
     input:
-        baseline="work/{study}/baseline/run.json",
+        pretrain=paths.run_record(paths.pretrain_dir("{study}")),
         weights=class_weight_inputs,
     output:
-        "work/{study}/{variant}/seed{seed}/run.json",
+        paths.run_record(paths.run_dir("{study}", "{variant}", "{seed}")),
     params:
         spec=tune_spec_json,
-        work_dir=lambda wc: f"work/{wc.study}/{wc.variant}/seed{wc.seed}",
+        work_dir=lambda wc: paths.run_dir(wc.study, wc.variant, wc.seed),
         nproc=max(1, RESOURCES["tune"]["gpus"]),
     log:
-        "logs/{study}/{variant}/seed{seed}.log",
+        paths.log("{study}", "{variant}/seed{seed}"),
     threads: RESOURCES["tune"]["cpus"]
     resources:
         gpu=RESOURCES["tune"]["gpus"],

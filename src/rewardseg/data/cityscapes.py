@@ -15,15 +15,35 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from .archive import (DataError, _public_url, check_zip, download, extract_zip, remove_meta,
-                      write_json_atomic)
+from .. import paths
+from .archive import DataError, _public_url, check_zip, download, extract_zip, remove_meta
 from .labels import symlink_dir
+from .meta import write_meta
+from .options import describe_setting, resolve
 
 BASE_URL = "https://www.cityscapes-dataset.com"
 ENV_USER = "CITYSCAPES_USERNAME"
 ENV_PASSWORD = "CITYSCAPES_PASSWORD"
+
+#: the dataset-block keys of this source (JSON-schema properties)
+OPTIONS: Dict[str, Dict[str, Any]] = {
+    "raw_dir": {"type": "string", "default": paths.raw_dir("cityscapes"),
+                "description": "the two archives are downloaded to / looked for in here"},
+    "local_copy": {"type": ["string", "null"], "default": None,
+                   "description": "an already-downloaded copy (the two archives or the "
+                                  "extracted leftImg8bit/ and gtFine/): nothing is downloaded"},
+    "base_url": {"type": "string", "default": BASE_URL,
+                 "description": f"site or mirror (account: {ENV_USER} / {ENV_PASSWORD} "
+                                "from the environment)"},
+}
+#: valid values of the dataset block's ``classes`` (default first): the 19 train ids
+CLASSES_OPTIONS: Tuple[Optional[str], ...] = (None, "cityscapes")
+#: environment variables this source reads (never from a config or command line)
+SECRETS: Tuple[str, ...] = (ENV_USER, ENV_PASSWORD)
+LICENSE = ("Cityscapes licence (non-commercial research and teaching, "
+           "https://www.cityscapes-dataset.com/license/)")
 PACKAGES = {"leftImg8bit": "leftImg8bit_trainvaltest.zip", "gtFine": "gtFine_trainvaltest.zip"}
 IMG_SUFFIX = "_leftImg8bit.png"
 POLYGON_SUFFIX = "_gtFine_polygons.json"
@@ -198,13 +218,24 @@ def prepare_cityscapes(root: str, raw_dir: str, local_copy: Optional[str] = None
             raise DataError(f"{os.path.join(root, 'leftImg8bit', s)}: {counts[s]} images but "
                             f"{n_lab} label maps in gtFine/{s}")
     classes, palette = train_classes()
-    meta = dict(dataset="cityscapes", source="cityscapes", classes=classes, palette=palette,
-                splits=counts, img_dir="leftImg8bit", label_dir="gtFine",
-                img_suffix=IMG_SUFFIX, label_suffix=LABEL_SUFFIX, train_labels="gtFine/train",
-                num_label_maps=n_labels,
-                archives={t: os.path.basename(p) for t, p in archives.items()})
-    write_json_atomic(os.path.join(root, "meta.json"), meta)
-    return meta
+    return write_meta(root, "cityscapes", classes, palette, counts, img_dir="leftImg8bit",
+                      label_dir="gtFine", img_suffix=IMG_SUFFIX, label_suffix=LABEL_SUFFIX,
+                      license=LICENSE, class_setting="cityscapes", num_label_maps=n_labels,
+                      archives={t: os.path.basename(p) for t, p in archives.items()})
+
+
+def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
+            workers: int = 0) -> Dict:
+    """:func:`prepare_cityscapes` with the options of the study's ``dataset`` block
+    (missing keys: the defaults of :data:`OPTIONS`); returns the meta dict."""
+    o = resolve(OPTIONS, dataset)
+    return prepare_cityscapes(root, o["raw_dir"], local_copy=o["local_copy"],
+                              base_url=o["base_url"], workers=workers, progress=progress)
+
+
+def describe(dataset: Dict[str, Any]) -> str:
+    """One line for the slides."""
+    return describe_setting("cityscapes", dataset)
 
 
 def _copy_polygons(src: str, dest: str, splits: Sequence[str]) -> None:

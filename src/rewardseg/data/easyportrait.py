@@ -37,12 +37,14 @@ import json
 import os
 import zipfile
 from collections import Counter
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .. import paths
 from .archive import DataError, check_zip, download, extract_zip, remove_meta, write_json_atomic
 from .labels import convert_split, make_lut, pair_labels, symlink_dir, write_label_meta
+from .options import describe_setting, resolve
 
 #: Short links from the project's README; they redirect to the archives.
 DEFAULT_URLS = {
@@ -67,6 +69,31 @@ CLASS_SETTINGS = {
         {0: 0, **{v: 1 for v in range(1, 9)}},
     ),
 }
+#: valid values of the dataset block's ``classes`` (default first)
+CLASSES_OPTIONS: Tuple[str, ...] = tuple(CLASS_SETTINGS)
+#: environment variables this source needs: none
+SECRETS: Tuple[str, ...] = ()
+LICENSE = "CC BY-SA 4.0 (EasyPortrait, hukenovs/easyportrait)"
+_ARCHIVE_NAMES = " / ".join(name for name, _ in ARCHIVES)
+
+#: the dataset-block keys of this source (JSON-schema properties)
+OPTIONS: Dict[str, Dict[str, Any]] = {
+    "raw_dir": {"type": "string", "default": paths.raw_dir("easyportrait"),
+                "description": "the two archives are downloaded to / looked for in here"},
+    "local_copy": {"type": ["string", "null"], "default": None,
+                   "description": "an already-downloaded copy (the two archives or the "
+                                  "extracted images/ and annotations/): nothing is "
+                                  "downloaded"},
+    "urls": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
+             "description": f"archive name ({_ARCHIVE_NAMES}) -> URL, over the README's "
+                            "short links"},
+    "sha256": {"type": "object",
+               "additionalProperties": {"type": "string", "pattern": "^[0-9a-fA-F]{8,64}$"},
+               "default": {},
+               "description": f"archive name ({_ARCHIVE_NAMES}) -> expected sha256 (or a "
+                              "prefix of it)"},
+}
+
 
 def lookup_table(classes: str) -> np.ndarray:
     if classes not in CLASS_SETTINGS:
@@ -134,7 +161,7 @@ def _extract(path: str, dest: str, stamp: str, splits: Sequence[str], downloaded
 
 
 # --------------------------------------------------------------------------- main
-def prepare_easyportrait(root: str, raw_dir: str, classes: str = "face_parsing",
+def prepare_easyportrait(root: str, raw_dir: str, classes: str = CLASSES_OPTIONS[0],
                          urls: Optional[Dict[str, str]] = None,
                          sha256: Optional[Dict[str, str]] = None,
                          local_copy: Optional[str] = None,
@@ -208,5 +235,22 @@ def prepare_easyportrait(root: str, raw_dir: str, classes: str = "face_parsing",
         counts[split] = len(stems)
 
     meta = write_label_meta(root, "easyportrait", names, palette, counts, label_dir, classes,
-                            license="CC BY-SA 4.0 (EasyPortrait, hukenovs/easyportrait)")
+                            license=LICENSE)
     return meta
+
+
+def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
+            workers: int = 0) -> Dict:
+    """:func:`prepare_easyportrait` with the options of the study's ``dataset`` block
+    (missing keys: the defaults of :data:`OPTIONS`, classes: the first of
+    :data:`CLASSES_OPTIONS`); returns the meta dict."""
+    o = resolve(OPTIONS, dataset)
+    return prepare_easyportrait(root, o["raw_dir"],
+                                classes=dataset.get("classes", CLASSES_OPTIONS[0]),
+                                urls=o["urls"], sha256=o["sha256"], local_copy=o["local_copy"],
+                                progress=progress, workers=workers)
+
+
+def describe(dataset: Dict[str, Any]) -> str:
+    """One line for the slides."""
+    return describe_setting("easyportrait", dataset)

@@ -1,6 +1,6 @@
 """Label-map helpers shared by the dataset preparations: lookup tables, all-or-nothing
 conversion of index PNGs (temporary name, then rename), directory symlinks, image/label
-pairing, and the meta.json every data rule writes last."""
+pairing, and the meta.json of such a tree (:mod:`rewardseg.data.meta`)."""
 from __future__ import annotations
 
 import os
@@ -9,11 +9,11 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .archive import DataError, write_json_atomic
+from .archive import DataError
+from .meta import IGNORE_INDEX, write_meta
 
 IMG_SUFFIX = ".jpg"
 LABEL_SUFFIX = ".png"
-IGNORE_INDEX = 255
 
 #: convert with a process pool from this many label files on
 POOL_MIN_FILES = 200
@@ -157,25 +157,8 @@ def convert_split(ann_dir: str, out_dir: str, stems: Sequence[str], lut: np.ndar
 
 def write_label_meta(root: str, source: str, classes: Sequence[str], palette, splits: Dict,
                      label_dir: str, class_setting: str, license: str, **extra) -> Dict:
-    """``root/meta.json`` (written last, atomically) of an ``images/`` + ``labels_*/``
-    tree; returns it."""
-    meta = {
-        "dataset": source,
-        "source": source,
-        **{k: v for k, v in extra.items() if k == "version"},
-        "classes": list(classes),
-        "palette": [list(c) for c in palette],
-        "num_classes": len(classes),
-        "ignore_index": IGNORE_INDEX,
-        "splits": splits,
-        "img_dir": "images",
-        "label_dir": label_dir,
-        "img_suffix": IMG_SUFFIX,
-        "label_suffix": LABEL_SUFFIX,
-        "train_labels": f"{label_dir}/train",
-        "class_setting": class_setting,
-        **{k: v for k, v in extra.items() if k != "version"},
-        "license": license,
-    }
-    write_json_atomic(os.path.join(root, "meta.json"), meta)
-    return meta
+    """``root/meta.json`` (:func:`rewardseg.data.meta.write_meta`: last, atomically) of an
+    ``images/`` + ``labels_*/`` tree; returns it."""
+    return write_meta(root, source, classes, palette, splits, img_dir="images",
+                      label_dir=label_dir, img_suffix=IMG_SUFFIX, label_suffix=LABEL_SUFFIX,
+                      license=license, class_setting=class_setting, **extra)

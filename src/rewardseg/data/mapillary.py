@@ -55,14 +55,30 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
+from .. import paths
 from .archive import DataError, extract_zip, remove_meta
 from .cityscapes import train_classes
 from .labels import convert_split, make_lut, pair_labels, symlink_dir, write_label_meta
+from .options import describe_setting, resolve
 
 DOWNLOAD_PAGE = "https://www.mapillary.com/dataset/vistas"
 VERSIONS = ("v1.2", "v2.0")
+#: valid values of the dataset block's ``classes`` (default first)
+CLASSES_OPTIONS: Tuple[str, ...] = ("cityscapes", "vistas")
+#: environment variables this source needs: none (the download is manual)
+SECRETS: Tuple[str, ...] = ()
+LICENSE = "CC BY-NC-SA 4.0 (Mapillary Vistas research licence)"
+
+#: the dataset-block keys of this source (JSON-schema properties)
+OPTIONS: Dict[str, Dict[str, Any]] = {
+    "raw_dir": {"type": "string", "default": paths.raw_dir("mapillary"),
+                "description": f"the manual download from {DOWNLOAD_PAGE} (the zip or its "
+                               "extracted tree) is looked for in here"},
+    "version": {"type": "string", "enum": list(VERSIONS), "default": VERSIONS[0],
+                "description": "Mapillary Vistas release"},
+}
 #: our split name -> Vistas folder (the test split has no public labels)
 SPLITS = {"train": "training", "val": "validation"}
 
@@ -250,16 +266,16 @@ def cityscapes_lut(names: List[str]):
     return lut, sorted(k for k in VISTAS_TO_CITYSCAPES if k not in present)
 
 
-def prepare_mapillary(root: str, raw_dir: str, classes: str = "cityscapes",
-                      version: str = "v1.2", progress: bool = True, workers: int = 0) -> Dict:
+def prepare_mapillary(root: str, raw_dir: str, classes: str = CLASSES_OPTIONS[0],
+                      version: str = VERSIONS[0], progress: bool = True, workers: int = 0) -> Dict:
     """Build ``root`` from a manually downloaded Mapillary Vistas in ``raw_dir`` (the zip
     or its extracted tree); ``workers``: label-conversion processes (0: auto). Returns the dict written to ``root/meta.json``."""
     if version not in VERSIONS:
         raise DataError(f"version: unknown Mapillary Vistas version {version!r} "
                         f"(expected one of: {', '.join(VERSIONS)})")
-    if classes not in ("cityscapes", "vistas"):
+    if classes not in CLASSES_OPTIONS:
         raise DataError(f"classes: unknown Mapillary Vistas class setting {classes!r} "
-                        "(expected cityscapes or vistas)")
+                        f"(expected {' or '.join(CLASSES_OPTIONS)})")
     raw_dir = os.path.abspath(raw_dir)
     root = os.path.abspath(root)
     remove_meta(root)
@@ -310,6 +326,21 @@ def prepare_mapillary(root: str, raw_dir: str, classes: str = "cityscapes",
         counts[split] = len(stems)
 
     meta = write_label_meta(root, "mapillary", class_names, palette, counts, label_dir, classes,
-                            license="CC BY-NC-SA 4.0 (Mapillary Vistas research licence)",
-                            version=version, raw=base, **meta_extra)
+                            license=LICENSE, version=version, raw=base, **meta_extra)
     return meta
+
+
+def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
+            workers: int = 0) -> Dict:
+    """:func:`prepare_mapillary` with the options of the study's ``dataset`` block
+    (missing keys: the defaults of :data:`OPTIONS`, classes: the first of
+    :data:`CLASSES_OPTIONS`); returns the meta dict."""
+    o = resolve(OPTIONS, dataset)
+    return prepare_mapillary(root, o["raw_dir"],
+                             classes=dataset.get("classes", CLASSES_OPTIONS[0]),
+                             version=o["version"], progress=progress, workers=workers)
+
+
+def describe(dataset: Dict[str, Any]) -> str:
+    """One line for the slides."""
+    return describe_setting("mapillary", dataset)

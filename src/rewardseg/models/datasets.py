@@ -11,7 +11,7 @@ from mmseg.datasets import BaseSegDataset, CityscapesDataset
 from mmseg.evaluation.metrics import IoUMetric
 from mmseg.registry import DATASETS, HOOKS, METRICS
 
-from .. import synthetic
+from ..data import synthetic
 from ..data.easyportrait import CLASS_SETTINGS
 
 FACE_PARSING = CLASS_SETTINGS["face_parsing"]
@@ -19,7 +19,7 @@ FACE_PARSING = CLASS_SETTINGS["face_parsing"]
 
 @DATASETS.register_module()
 class SynthStreetDataset(BaseSegDataset):
-    """The procedurally generated street scenes of :mod:`rewardseg.synthetic`
+    """The procedurally generated street scenes of :mod:`rewardseg.data.synthetic`
     (Cityscapes file layout, 8 classes, own trainIds: no Cityscapes label remapping)."""
 
     METAINFO = dict(classes=tuple(synthetic.CLASSES), palette=[list(p) for p in synthetic.PALETTE])
@@ -55,6 +55,29 @@ class MapillaryCityscapesDataset(BaseSegDataset):
                  **kwargs):
         super().__init__(img_suffix=img_suffix, seg_map_suffix=seg_map_suffix,
                          reduce_zero_label=reduce_zero_label, **kwargs)
+
+
+@DATASETS.register_module()
+class PreparedDataset(BaseSegDataset):
+    """Any dataset written by ``rewardseg prepare``: classes, palette and file suffixes
+    come from its ``meta.json``, so a new dataset source needs no dataset class of its own
+    (``dataset_type = 'PreparedDataset'`` in its mmseg config). Label maps hold the train
+    ids already (no zero-label reduction)."""
+
+    def __init__(self, data_root: str = "", metainfo=None, img_suffix=None,
+                 seg_map_suffix=None, **kwargs):
+        from ..data import load_meta
+
+        meta = load_meta(data_root)
+        if not meta:
+            raise FileNotFoundError(f"{os.path.join(data_root, 'meta.json')} does not exist: "
+                                    "prepare the dataset first (rewardseg prepare)")
+        info = dict(classes=tuple(meta["classes"]), palette=[list(c) for c in meta["palette"]])
+        info.update(metainfo or {})
+        super().__init__(data_root=data_root, metainfo=info,
+                         img_suffix=img_suffix or meta["img_suffix"],
+                         seg_map_suffix=seg_map_suffix or meta["label_suffix"],
+                         reduce_zero_label=False, **kwargs)
 
 
 @METRICS.register_module()

@@ -18,7 +18,8 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..rewards import per_image_miou
-from ..vocabulary import BASELINES, DEFAULT_BASELINE, ESTIMATORS, NORMALIZE, SAMPLE_AT
+from ..vocabulary import (BASELINES, DEFAULT_BASELINE, ESTIMATORS, MIN_SAMPLES, NORMALIZE,
+                          SAMPLE_AT)
 
 
 def process_world() -> tuple:
@@ -168,9 +169,9 @@ class RewardLoss(nn.Module):
             raise _choice_error("normalize", normalize, NORMALIZE)
         if int(num_samples) < 1:
             raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
-        if estimator == "reinforce" and baseline == "rloo" and int(num_samples) < 2:
-            raise ValueError("RewardLoss: baseline 'rloo' needs num_samples >= 2, "
-                             f"got {num_samples}")
+        if int(num_samples) < MIN_SAMPLES.get(baseline, 1) and estimator == "reinforce":
+            raise ValueError(f"RewardLoss: baseline {baseline!r} needs num_samples >= "
+                             f"{MIN_SAMPLES[baseline]}, got {num_samples}")
         if not 0.0 <= float(ema_momentum) < 1.0:
             raise ValueError(f"RewardLoss: ema_momentum must be in [0, 1), got {ema_momentum}")
         if "loss" not in loss_name:
@@ -367,3 +368,25 @@ class RewardLoss(nn.Module):
             # (for a roughly constant score norm); the cheap variance measure we log.
             "adv_sq": (adv * adv).mean(),
         }
+
+
+def decode_loss_config(spec: Dict) -> tuple:
+    """(decode head type, ``loss_decode`` list) of a run spec's ``loss``: what a study's
+    loss and estimator fields mean to mmseg. A new estimator is a branch of ``RewardLoss``
+    plus its names in ``vocabulary``; its spec fields reach it here."""
+    loss = spec["loss"]
+    if loss == "ce":
+        cfg = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
+        if spec.get("class_weight"):
+            cfg["class_weight"] = load_class_weight(spec["class_weight"])
+        return "ASPPHead", [cfg]
+    if loss == "lovasz":
+        return "ASPPHead", [dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
+                                 reduction="mean", loss_weight=1.0)]
+    cfg = dict(type="RewardLoss", estimator=loss, baseline=spec["baseline"],
+               alpha=spec["alpha"], class_weight=spec.get("class_weight"))
+    if loss == "reinforce":
+        cfg.update(num_samples=spec["num_samples"], sample_at=spec["sample_at"],
+                   normalize=spec.get("normalize", "image"),
+                   ema_momentum=spec["ema_momentum"], ce_weight=spec["ce_weight"])
+    return "RewardASPPHead", [cfg]

@@ -1,4 +1,4 @@
-# The synthetic street scenes (rewardseg.synthetic), Cityscapes file layout, 8 classes.
+# The synthetic street scenes (rewardseg.data.synthetic), Cityscapes file layout, 8 classes.
 dataset_type = 'SynthStreetDataset'
 data_root = 'data/synthstreet'
 train_pipeline = [

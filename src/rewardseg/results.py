@@ -1,15 +1,17 @@
-"""Aggregation of run results into one tidy table, then figures and tables."""
+"""Results: a finished run's evaluations -> its result JSON; every run's -> one tidy table
+(``metrics.csv``); the statistics and tables drawn from it (figures are ``figures``)."""
 from __future__ import annotations
 
 import json
 import math
 import os
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .fileio import write_text_atomic
+from . import paths
+from .fileio import write_json_atomic, write_text_atomic
 
 # two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
 _T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
@@ -21,6 +23,41 @@ def t975(df: int) -> float:
         return float("nan")
     keys = sorted(k for k in _T975 if k <= df)
     return _T975[keys[-1]] if df <= 30 else 1.96
+
+
+def read_val_metrics(work_dir: str) -> List[Dict[str, Any]]:
+    """Validation records of a run, one per step (a resumed run's repeat keeps the last)."""
+    path = paths.val_metrics(work_dir)
+    by_step: Dict[int, Dict[str, Any]] = {}
+    if os.path.isfile(path):
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    rec = json.loads(line)
+                    by_step[int(rec["step"])] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def collect_run(work_dir: str, out: str, pretrain_dir: Optional[str] = None) -> Dict[str, Any]:
+    """Turn a finished run into ``results/.../seed<k>.json``: per-step mIoU and per-class
+    IoU, training statistics, provenance. Step 0 is the start checkpoint's evaluation
+    from the pretraining run."""
+    with open(paths.run_record(work_dir)) as fh:
+        record = json.load(fh)
+    spec = record["spec"]
+    evals = []
+    if pretrain_dir is not None and spec.get("stage") == "tune":
+        for rec in read_val_metrics(pretrain_dir):
+            if rec["step"] == spec["start"]:
+                evals.append(dict(step=0, metrics=rec["metrics"], train={}))
+    evals += read_val_metrics(work_dir)
+    if len(evals) < (1 if spec.get("released") else 2):
+        raise ValueError(f"{work_dir}: no validation results recorded (val_metrics.jsonl)")
+    result = dict(study=spec["study"], variant=spec["variant"], seed=spec["seed"],
+                  spec=spec, evals=evals, provenance={k: record[k] for k in (
+                      "git_commit", "versions", "wall_time_s", "resumed", "finished")})
+    write_json_atomic(out, result, indent=1)
+    return result
 
 
 def _rows_from_run(result: dict, step_offset: int = 0) -> Iterable[dict]:
@@ -35,7 +72,7 @@ def _rows_from_run(result: dict, step_offset: int = 0) -> Iterable[dict]:
                 yield dict(base, **{"class": key[4:], "IoU": value})
 
 
-def aggregate(run_files: Sequence[str], baseline_file: str, out_csv: str,
+def aggregate(run_files: Sequence[str], pretrain_file: str, out_csv: str,
               stats_csv: str) -> pd.DataFrame:
     """All run JSONs -> ``metrics.csv`` (study, variant, seed, step, class, IoU) and the
     training statistics per evaluation interval -> ``train_stats.csv``."""
@@ -50,9 +87,8 @@ def aggregate(run_files: Sequence[str], baseline_file: str, out_csv: str,
                 stats.append(dict(study=result["study"], variant=result["variant"],
                                   seed=result["seed"], step=int(ev["step"]), stat=key,
                                   value=value))
-    with open(baseline_file) as fh:
-        baseline = json.load(fh)
-    rows.extend(_rows_from_run(baseline))
+    with open(pretrain_file) as fh:
+        rows.extend(_rows_from_run(json.load(fh)))
     df = pd.DataFrame(rows, columns=["study", "variant", "seed", "step", "class", "IoU"])
     df = df.sort_values(["variant", "seed", "step", "class"]).reset_index(drop=True)
     _atomic_csv(df, out_csv)
@@ -70,7 +106,7 @@ def _atomic_csv(df: pd.DataFrame, path: str) -> None:
 
 def final_table(df: pd.DataFrame, control: str = "control") -> pd.DataFrame:
     """Final mIoU per variant: mean ± std over seeds, Δ vs control paired by seed, 95 % CI."""
-    miou = df[(df["class"] == "mIoU") & (df["variant"] != "baseline")]
+    miou = df[(df["class"] == "mIoU") & (df["variant"] != paths.PRETRAIN)]
     last = miou.loc[miou.groupby(["variant", "seed"])["step"].idxmax()]
     final = last.pivot(index="seed", columns="variant", values="IoU")
     out = []
@@ -90,14 +126,21 @@ def final_table(df: pd.DataFrame, control: str = "control") -> pd.DataFrame:
 
 
 def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
-    last_step = df[df["variant"] != "baseline"].groupby(["variant", "seed"])["step"].transform("max")
-    sub = df[(df["variant"] != "baseline")]
+    last_step = df[df["variant"] != paths.PRETRAIN].groupby(["variant", "seed"])["step"].transform("max")
+    sub = df[(df["variant"] != paths.PRETRAIN)]
     sub = sub[sub["step"] == last_step]
     return sub.pivot_table(index="variant", columns="class", values="IoU", aggfunc="mean")
 
 
+# The files ``write_tables`` writes into a study's table folder (``paths.table``); the
+# workflow declares exactly these as the outputs of its ``tables`` rule.
+TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
+          "per_class_iou.md", "per_class_iou.tex")
+
+
 def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str]) -> List[str]:
-    os.makedirs(out_dir, exist_ok=True)
+    """The final-mIoU table (Markdown, LaTeX, and its numbers as CSV) and the per-class IoU
+    table (Markdown, LaTeX) into ``out_dir``: the files named in ``TABLES``."""
     final = final_table(df)
     shown = pd.DataFrame({
         "variant": final["variant"],
@@ -109,17 +152,18 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str]) -> List
             for d, lo, hi in zip(final.get("delta", np.nan), final.get("ci_low", np.nan),
                                  final.get("ci_high", np.nan))],
     })
-    per_class = per_class_table(df).round(2)
+    per_class = per_class_table(df).round(2).reset_index()
+    texts = {}
+    for name, table in (("final_miou", shown), ("per_class_iou", per_class)):
+        texts[f"{name}.md"] = _markdown(table)
+        texts[f"{name}.tex"] = _latex(table)
+    texts["final_miou.csv"] = final.to_csv(index=False)
+    assert sorted(texts) == sorted(TABLES), "TABLES names what write_tables writes"
     written = []
-    for name, table in (("final_miou", shown), ("per_class_iou", per_class.reset_index())):
-        md = os.path.join(out_dir, f"{name}.md")
-        with open(md, "w") as fh:
-            fh.write(_markdown(table))
-        tex = os.path.join(out_dir, f"{name}.tex")
-        with open(tex, "w") as fh:
-            fh.write(_latex(table))
-        written += [md, tex]
-    final.to_csv(os.path.join(out_dir, "final_miou.csv"), index=False)
+    for name in TABLES:
+        path = os.path.join(out_dir, name)
+        write_text_atomic(path, texts[name])
+        written.append(path)
     return written
 
 

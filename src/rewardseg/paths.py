@@ -1,0 +1,103 @@
+"""Where everything lives: the one module that spells the folder and file-name conventions.
+
+The workflow's rules and the library both call these functions, so a convention changes in
+one place. Every function takes plain values or snakemake wildcard strings alike:
+``run_dir("{study}", "{variant}", "{seed}")`` is the pattern ``work/{study}/{variant}/seed{seed}``.
+No torch, no mmseg: the Snakefile imports it.
+"""
+from __future__ import annotations
+
+import os
+
+DATA = "data"
+WORK = "work"
+RESULTS = "results"
+LOGS = "logs"
+FIGURES = "figures"
+TABLES = os.path.join("paper", "tables")
+BUILD = os.path.join("paper", "build")
+# the study's CE pretraining run: its folder under work/, its result file and its rows in
+# metrics.csv ("variant" column) all use this name; it cannot be a variant's name
+PRETRAIN = "pretrain"
+
+
+def _num(value) -> str:
+    """A number as it appears in a file name (``0.05``, ``1e-05``); wildcards unchanged."""
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+# ---------------------------------------------------------------- data
+def data_root(dataset: str, root: str = DATA) -> str:
+    return os.path.join(root, dataset)
+
+
+def dataset_meta(dataset: str, root: str = DATA) -> str:
+    """``meta.json`` of a prepared dataset: written last, it marks the dataset complete."""
+    return os.path.join(data_root(dataset, root), "meta.json")
+
+
+def raw_dir(source: str, root: str = DATA) -> str:
+    """Default folder for a source's downloaded archives."""
+    return os.path.join(root, "raw", source)
+
+
+def class_weights(data_root_: str, smoothing, ext: str = "json") -> str:
+    return os.path.join(data_root_, f"class_weights_s{_num(smoothing)}.{ext}")
+
+
+# ---------------------------------------------------------------- training runs
+def pretrain_dir(study: str, root: str = WORK) -> str:
+    return os.path.join(root, study, PRETRAIN)
+
+
+def run_dir(study: str, variant: str, seed, root: str = WORK) -> str:
+    return os.path.join(root, study, variant, f"seed{seed}")
+
+
+def checkpoint(run_dir_: str, step) -> str:
+    return os.path.join(run_dir_, f"iter_{step}.pth")
+
+
+def run_record(run_dir_: str) -> str:
+    """``run.json``: written last by a finished run (the workflow's completion marker)."""
+    return os.path.join(run_dir_, "run.json")
+
+
+def val_metrics(run_dir_: str) -> str:
+    return os.path.join(run_dir_, "val_metrics.jsonl")
+
+
+def pretrained_marker(study: str, root: str = WORK) -> str:
+    """Names of the ImageNet weights fetched into mmengine's cache for the pretraining."""
+    return os.path.join(root, study, "pretrained.txt")
+
+
+# ---------------------------------------------------------------- results and report
+def run_result(study: str, variant: str, seed, root: str = RESULTS) -> str:
+    return os.path.join(root, study, "runs", variant, f"seed{seed}.json")
+
+
+def pretrain_result(study: str, root: str = RESULTS) -> str:
+    return os.path.join(root, study, "runs", f"{PRETRAIN}.json")
+
+
+def study_result(study: str, name: str, root: str = RESULTS) -> str:
+    """A study-level file under ``results/<study>/``: metrics.csv, train_stats.csv, ..."""
+    return os.path.join(root, study, name)
+
+
+def figure(study: str, name: str, ext: str = "png", root: str = FIGURES) -> str:
+    return os.path.join(root, study, f"{name}.{ext}")
+
+
+def table(study: str, name: str, root: str = TABLES) -> str:
+    return os.path.join(root, study, name)
+
+
+def build(study: str, name: str, root: str = BUILD) -> str:
+    """The deck and the cross-study overview under ``paper/build/<study>/``."""
+    return os.path.join(root, study, name)
+
+
+def log(study: str, name: str, root: str = LOGS) -> str:
+    return os.path.join(root, study, f"{name}.log")

@@ -1,0 +1,92 @@
+"""Running one job of the study: train a run spec (resuming when its folder has a last
+checkpoint), or download and evaluate released pretraining checkpoints; ``run.json``
+written last marks the run complete."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict
+
+from . import paths
+from .fileio import write_json_atomic
+from .results import read_val_metrics
+from .runconfig import build_run_config
+from .study import StudyError
+
+
+def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Dict[str, Any]:
+    """Train one run; resumes from ``work_dir``'s last checkpoint when there is one.
+
+    Writes ``work_dir/run.json`` (spec, seed, git commit, package versions, wall time)
+    last and atomically: the workflow takes the run as complete only when it exists.
+    """
+    from mmengine.runner import Runner
+
+    from .train import distributed_rank, init_cpu_process_group, prepare_config
+
+    os.makedirs(work_dir, exist_ok=True)
+    record_path = paths.run_record(work_dir)
+    rank = distributed_rank()
+    if rank == 0 and os.path.exists(record_path):
+        os.remove(record_path)  # being re-run: no stale completion marker
+    if spec.get("released"):
+        return evaluate_released(spec, work_dir, launcher=launcher)
+    resume = os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
+    load_from = None if resume else spec.get("load_from")
+    if load_from and not os.path.isfile(load_from):
+        raise StudyError(f"start checkpoint {load_from!r} does not exist (run the pretraining)")
+    cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"], resume=resume,
+                         load_from=load_from, launcher=launcher)
+    if rank == 0:
+        cfg.dump(os.path.join(work_dir, "config.py"))
+    t0 = time.time()
+    init_cpu_process_group(launcher)
+    runner = Runner.from_cfg(cfg)
+    runner.train()
+    return _finish_run(record_path, spec, resume, t0, int(runner.iter))
+
+
+def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float,
+                final_iter: int) -> Dict[str, Any]:
+    """``run.json``: spec, provenance, wall time; written last and atomically by rank 0
+    (the workflow's completion marker)."""
+    from .provenance import git_commit, package_versions
+    from .train import distributed_rank
+
+    record = dict(spec=spec, seed=spec["seed"], resumed=resumed, git_commit=git_commit(),
+                  world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                  versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
+                  final_iter=final_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    if distributed_rank() == 0:
+        write_json_atomic(record_path, record)
+    return record
+
+
+def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none"):
+    """Pretraining from released checkpoints: download each (sha256-verified, resumable)
+    to ``iter_<step>.pth`` and evaluate the ones not yet in ``val_metrics.jsonl``."""
+    from mmengine.runner import Runner
+
+    from .data.archive import download
+    from .train import distributed_rank, init_cpu_process_group, prepare_config
+
+    t0 = time.time()
+    rank = distributed_rank()
+    done = {rec["step"] for rec in read_val_metrics(work_dir)}
+    init_cpu_process_group(launcher)
+    for step, ckpt in sorted(spec["released"].items(), key=lambda kv: int(kv[0])):
+        path = paths.checkpoint(work_dir, int(step))
+        if rank == 0:
+            download(ckpt["url"], path, sha256=ckpt["sha256"], desc=os.path.basename(path))
+        if launcher != "none":
+            import torch.distributed as dist
+
+            dist.barrier()
+        if int(step) in done:
+            continue
+        cfg = prepare_config(build_run_config(spec, record_step=int(step)), work_dir,
+                             seed=spec["seed"], load_from=path, launcher=launcher)
+        cfg.experiment_name = f"released_iter_{int(step)}_{os.getpid()}"
+        Runner.from_cfg(cfg).val()
+    return _finish_run(paths.run_record(work_dir), spec, bool(done), t0,
+                       max(int(s) for s in spec["released"]))
