@@ -13,6 +13,8 @@ from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from . import paths
+
 DEFAULT_SUFFIX = "_labelTrainIds.png"
 
 
@@ -81,7 +83,7 @@ def write_class_weights(root: str, num_classes: int, smoothing: float,
     counts = count_labels(files, num_classes, ignore_index, progress)
     weights = class_weights(counts, smoothing)
     if out is None:
-        out = os.path.join(root, f"class_weights_s{smoothing:g}.json")
+        out = paths.class_weights(root, smoothing)
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     record = {"num_classes": num_classes, "smoothing": smoothing, "ignore_index": ignore_index,
               "num_files": len(files), "counts": counts.tolist(), "weights": weights}

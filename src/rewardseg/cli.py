@@ -170,7 +170,7 @@ def _cmd_env(ns) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from . import __version__, paths
     from .data import SOURCES
     from .train import add_train_arguments
 
@@ -268,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="study config (YAML or JSON)")
     p.add_argument("--metrics", default=None, help="results/<study>/metrics.csv")
     p.add_argument("--stats", default=None, help="results/<study>/train_stats.csv")
-    p.add_argument("--work-root", default="work",
+    p.add_argument("--work-root", default=paths.WORK,
                    help="where the finished runs are (figures that load models)")
     p.add_argument("--seed", type=int, default=0, help="whose runs such figures load")
     p.add_argument("--out", required=True, help="PNG to write (a PDF beside it)")
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="jobs, GPUs and GPU-hours of a study, before submitting")
     p.add_argument("--configfile", default="configs/studies/default.yaml")
-    p.add_argument("--work-root", default="work",
+    p.add_argument("--work-root", default=paths.WORK,
                    help="where finished runs are looked for to measure seconds per step")
     p.set_defaults(func=_cmd_plan)
 

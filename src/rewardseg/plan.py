@@ -38,7 +38,7 @@ def measured_seconds_per_step(work_root: str, study: str, stage: str) -> Optiona
     return sum(rates) / len(rates) if rates else None
 
 
-def plan(study: dict, work_root: str = "work") -> List[dict]:
+def plan(study: dict, work_root: str = paths.WORK) -> List[dict]:
     rows = []
     base = stage_resources(study, paths.PRETRAIN)
     measured = measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)

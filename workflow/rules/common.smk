@@ -2,8 +2,11 @@
 # Paths come from rewardseg.paths; the science lives in src/rewardseg.
 import json
 import os
+import re
+import shlex
 import shutil
 
+from rewardseg import figures as figure_registry
 from rewardseg import paths
 from rewardseg.plan import stage_resources
 from rewardseg.runconfig import pretrain_spec, tune_spec
@@ -124,6 +127,52 @@ def studies_with_results(wildcards=None):
 
     ours = paths.study_result(STUDY, "metrics.csv")
     return sorted(set(glob.glob(paths.study_result("*", "metrics.csv"))) | {ours})
+
+
+# ---------------------------------------------------------------- figures
+# What each of a figure's `needs` adds to its rule: inputs, and the command's options.
+FIGURE_NEEDS = {
+    "metrics": (lambda wc: {"metrics": paths.study_result(wc.study, "metrics.csv")},
+                lambda input: ["--metrics", input.metrics]),
+    "stats": (lambda wc: {"stats": paths.study_result(wc.study, "train_stats.csv")},
+              lambda input: ["--stats", input.stats]),
+    "runs": (lambda wc: {"runs": first_seed_runs(wc)},
+             lambda input: ["--work-root", paths.WORK, "--seed", str(SEEDS[0])]),
+}
+
+
+# figures.smk makes its rules in a loop: everything that differs between them is bound here,
+# at definition time (a rule's shell command is evaluated again when its job runs, when
+# the loop variable holds the last figure).
+def figure_inputs(spec):
+    def inputs(wildcards):
+        out = {"study": paths.study_result(wildcards.study, "study.yaml")}
+        for need in spec.needs:
+            out.update(FIGURE_NEEDS[need][0](wildcards))
+        return out
+
+    return inputs
+
+
+def figure_options(spec):
+    def options(wildcards, input):
+        opts = [opt for need in spec.needs for opt in FIGURE_NEEDS[need][1](input)]
+        return " ".join(shlex.quote(opt) for opt in opts)
+
+    return options
+
+
+def figure_name(spec):
+    return lambda wc: spec.pattern.format(**dict(wc.items()))
+
+
+def figure_caption(spec):
+    return lambda wc: spec.caption_for(**dict(wc.items()))
+
+
+def one_of(values):
+    """A wildcard constraint matching exactly these values (nothing when there are none)."""
+    return "|".join(re.escape(v) for v in values) or "(?!)"
 
 
 # ---- outputs of `rule all`

@@ -1,51 +1,16 @@
-"""Study fields of the tuning run: optimizer, normalisation, baselines, batch checks."""
-import json
+"""Study configs (rewardseg.study): the schema and its names, the cross-field checks, each
+variant's resolved fields."""
 import os
 
 import pytest
 
 from conftest import REPO
-from rewardseg.runconfig import build_run_config, tune_spec
 from rewardseg.study import StudyError, check_study, load_study
 
 
 @pytest.fixture()
 def study():
     return load_study(os.path.join(REPO, "configs/studies/smoke.yaml"))
-
-
-def run_config(study, tmp_path, **fields):
-    study["variants"]["probe"] = dict(fields)
-    check_study(study)
-    spec = tune_spec(study, "probe", 0, work_dir=str(tmp_path / "work"),
-                     data_dir=str(tmp_path / "data"))
-    os.makedirs(spec["data_root"], exist_ok=True)
-    with open(os.path.join(spec["data_root"], "meta.json"), "w") as fh:
-        json.dump({}, fh)
-    return build_run_config(spec)
-
-
-def test_default_is_the_model_configs_sgd_and_image_normalisation(study, tmp_path):
-    cfg = run_config(study, tmp_path)
-    opt = cfg.optim_wrapper.optimizer
-    assert opt.type == "SGD" and opt.lr == study["tuning"]["lr"] and opt.momentum == 0.9
-    (loss,) = cfg.model.decode_head.loss_decode
-    assert loss["type"] == "RewardLoss" and loss["normalize"] == "image"
-
-
-def test_adamw_and_weight_decay(study, tmp_path):
-    cfg = run_config(study, tmp_path, optimizer="adamw", lr=3e-5)
-    opt = cfg.optim_wrapper.optimizer
-    assert (opt["type"], opt["lr"], opt["weight_decay"]) == ("AdamW", 3e-5, 0.01)
-    cfg = run_config(study, tmp_path, optimizer="sgd", weight_decay=0.0)
-    assert cfg.optim_wrapper.optimizer.type == "SGD"
-    assert cfg.optim_wrapper.optimizer.weight_decay == 0.0
-
-
-def test_pixel_normalisation_and_greedy_reach_the_loss(study, tmp_path):
-    cfg = run_config(study, tmp_path, normalize="pixel", baseline="greedy", num_samples=1)
-    (loss,) = cfg.model.decode_head.loss_decode
-    assert (loss["normalize"], loss["baseline"], loss["num_samples"]) == ("pixel", "greedy", 1)
 
 
 @pytest.mark.parametrize("loss", ["reinforce", "weighted_ce"])
@@ -136,4 +101,13 @@ def test_a_variant_without_baseline_works_for_every_estimator(study):
 def test_the_pretraining_is_never_called_baseline(study, edit, message):
     edit(study)
     with pytest.raises(StudyError, match=message):
+        check_study(study)
+
+
+def test_cross_field_rules_name_the_key(study):
+    study["variants"]["reference"]["start"] = 3
+    with pytest.raises(StudyError, match="variants.reference.start = 3 must be a multiple"):
+        check_study(study)
+    study["variants"]["reference"] = {"momentum": 0.9}
+    with pytest.raises(StudyError, match="variants.reference: unknown field 'momentum'"):
         check_study(study)

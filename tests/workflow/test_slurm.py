@@ -15,7 +15,7 @@ import yaml
 
 from conftest import BIN, ENV, REPO, copy_workflow
 
-START = os.path.join(REPO, "tests", "slurm", "start-cluster.sh")
+START = os.path.join(REPO, "tests", "workflow", "slurm", "start-cluster.sh")
 
 
 def cluster_up():
@@ -32,7 +32,7 @@ def slurm():
     if not cluster_up():
         if shutil.which("slurmctld") is None or os.geteuid() != 0:
             pytest.skip("no SLURM here: needs root and Debian's slurm-wlm + munge "
-                        "(.ci/run installs them), then tests/slurm/start-cluster.sh")
+                        "(.ci/run installs them), then tests/workflow/slurm/start-cluster.sh")
         proc = subprocess.run(["bash", START], capture_output=True, text=True)
         if proc.returncode != 0 or not cluster_up():
             pytest.skip(f"could not start SLURM: {proc.stderr[-500:]}")

@@ -1,0 +1,91 @@
+"""The library's import graph (module-level and function-level imports alike) has no
+cycle, and the modules the Snakefile reads at parse time stay light."""
+import ast
+import glob
+import os
+import subprocess
+import sys
+
+from conftest import ENV, REPO
+
+SRC = os.path.join(REPO, "src")
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, SRC)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def import_graph():
+    """rewardseg module -> the rewardseg modules it imports (the package's own
+    ``__init__``, which only applies the compat layer and registers, is left out)."""
+    graph = {}
+    for path in glob.glob(os.path.join(SRC, "rewardseg", "**", "*.py"), recursive=True):
+        name = _module_name(path)
+        package = name if path.endswith("__init__.py") else name.rsplit(".", 1)[0]
+        deps = set()
+        for node in ast.walk(ast.parse(open(path).read())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")
+                    parts = parts[: len(parts) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            deps |= {t for t in targets if t.startswith("rewardseg.")}
+        graph[name] = deps
+    modules = set(graph)
+    return {m: {d for d in deps if d in modules and d != m} for m, deps in graph.items()}
+
+
+def find_cycle(graph):
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == "open":
+                return stack[stack.index(dep):] + [dep]
+            if dep not in state:
+                found = visit(dep)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = "done"
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_the_import_graph_is_acyclic():
+    graph = import_graph()
+    assert {"rewardseg.study", "rewardseg.runconfig", "rewardseg.runner",
+            "rewardseg.results", "rewardseg.paths", "rewardseg.data"} <= set(graph)
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_what_the_snakefile_reads_stays_light():
+    """common.smk imports paths, plan, runconfig, study and the figure registry at parse
+    time: none of them may pull in mmseg, matplotlib or seaborn (``import rewardseg``
+    itself applies the compat layer, which needs torch and mmengine)."""
+    code = ("import sys; import rewardseg.paths, rewardseg.plan, rewardseg.runconfig, "
+            "rewardseg.study, rewardseg.figures, rewardseg.data, rewardseg.results; "
+            "print(sorted(m for m in ('mmseg', 'matplotlib', 'seaborn') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "[]", out
