@@ -44,13 +44,13 @@ def test_the_schema_takes_its_names_from_the_vocabulary():
     the enums from rewardseg.vocabulary, so the two cannot disagree."""
     import yaml
 
-    from rewardseg import study as study_module
+    from rewardseg import schema as schema_module
     from rewardseg import vocabulary
 
-    with open(study_module.SCHEMA) as fh:
+    with open(schema_module.SCHEMA) as fh:
         raw = yaml.safe_load(fh)["$defs"]["run_fields"]["properties"]
     assert not [k for k, v in raw.items() if "enum" in v]
-    fields = study_module.schema()["$defs"]["run_fields"]["properties"]
+    fields = schema_module.schema()["$defs"]["run_fields"]["properties"]
     baselines = {b for names in vocabulary.BASELINES.values() for b in names}
     assert set(fields["baseline"]["enum"]) == baselines
     assert set(fields["loss"]["enum"]) == set(vocabulary.LOSSES)
@@ -62,12 +62,13 @@ def test_the_schema_takes_its_names_from_the_vocabulary():
 def test_a_new_estimator_needs_only_the_vocabulary(study, monkeypatch):
     """An estimator added to vocabulary.py is accepted by the schema and the study check
     (its implementation is RewardLoss's business), with its own default baseline."""
+    from rewardseg import schema as schema_module
     from rewardseg import study as study_module
     from rewardseg import vocabulary
 
     monkeypatch.setitem(vocabulary.BASELINES, "local_probe", ("none", "leave_out"))
     monkeypatch.setitem(vocabulary.DEFAULT_BASELINE, "local_probe", "leave_out")
-    monkeypatch.setattr(study_module, "LOSSES", vocabulary.LOSSES + ("local_probe",))
+    monkeypatch.setattr(schema_module, "LOSSES", vocabulary.LOSSES + ("local_probe",))
     study["variants"]["probe"] = dict(loss="local_probe")
     check_study(study)
     assert study_module.variant_fields(study, "probe")["baseline"] == "leave_out"
@@ -110,4 +111,22 @@ def test_cross_field_rules_name_the_key(study):
         check_study(study)
     study["variants"]["reference"] = {"momentum": 0.9}
     with pytest.raises(StudyError, match="variants.reference: unknown field 'momentum'"):
+        check_study(study)
+
+
+def test_each_variant_has_a_control_of_its_own_start_and_length(study):
+    from rewardseg.study import controls
+
+    assert set(controls(study).values()) == {"control"}
+    study["variants"]["late"] = dict(start=8)
+    with pytest.raises(StudyError, match=r"variants.late: its control 'control' has start = 4, "
+                                         r"not 8"):
+        check_study(study)
+    study["variants"]["control_late"] = dict(loss="ce", start=8)
+    study["variants"]["late"]["control"] = "control_late"
+    check_study(study)
+    assert controls(study)["late"] == "control_late"
+    assert controls(study)["control_late"] == "control_late"  # a control is its own
+    study["variants"]["late"]["control"] = "contrl_late"
+    with pytest.raises(StudyError, match=r"variants.late.control: no variant 'contrl_late'"):
         check_study(study)

@@ -135,9 +135,10 @@ def _cmd_tables(ns) -> int:
     import pandas as pd
 
     from .results import write_tables
-    from .study import labels, load_study
+    from .study import controls, labels, load_study
 
-    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(load_study(ns.study)))
+    study = load_study(ns.study)
+    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(study), controls(study))
     print(f"wrote {', '.join(written)}")
     return 0
 

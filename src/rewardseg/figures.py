@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import paths
-from .study import experiments, labels as variant_labels, variant_fields
+from .study import controls, experiments, labels as variant_labels, variant_fields
 
 # What a figure may need: the study's metrics.csv, its train_stats.csv, and the finished
 # tuning runs of one seed (under ``work_root``; the qualitative panel loads their models).
@@ -212,17 +212,26 @@ def delta_figure(study: dict, metrics):
     from .results import final_table
 
     labels = variant_labels(study)
-    table = final_table(metrics)
-    table = table[table["variant"] != "control"].sort_values("delta")
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 1.5))
+    table = final_table(metrics, controls(study))
+    table = table[table["control"] != table["variant"]].sort_values("delta")
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 1.7))
     y = np.arange(len(table))
     err = np.vstack([table["delta"] - table["ci_low"], table["ci_high"] - table["delta"]])
-    ax.errorbar(table["delta"], y, xerr=np.nan_to_num(err), fmt="o", color="C0", capsize=3)
+    kinds = (("better than its control", "C2", "o"), ("worse than its control", "C3", "o"),
+             ("no difference detected", "C0", "o"), ("same Δ on every seed", "grey", "x"))
+    for text, colour, marker in kinds:
+        sel = np.array([v.startswith(text) for v in table["verdict"]])
+        if sel.any():
+            ax.errorbar(table["delta"][sel], y[sel], xerr=np.nan_to_num(err[:, sel]),
+                        fmt=marker, color=colour, capsize=3,
+                        label=text + (" (no spread: not testable)" if colour == "grey" else ""))
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(y)
     ax.set_yticklabels([labels.get(v, v) for v in table["variant"]], fontsize=8)
-    ax.set_xlabel("final Δ mIoU vs CE control (points, paired by seed, 95 % CI)")
+    ax.set_xlabel("final Δ mIoU vs its CE control (points, paired by seed, 95 % CI); "
+                  "verdict: paired t-test, Holm-adjusted", fontsize=8)
     ax.set_title("Final mIoU difference to the control")
+    ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
@@ -328,12 +337,14 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
 
     import rewardseg.models  # noqa: F401
 
-    from .results import final_table
+    from .results import best_variant, final_table
 
-    table = final_table(metrics)
+    table = final_table(metrics, controls(study))
+    best = best_variant(table)
+    # no variant beats its control: show the highest final mIoU, and say so
     others = table[table["variant"] != control]
-    best = others.iloc[0]["variant"] if len(others) else None
-    shown = [control] + ([best] if best else [])
+    top = best or (others.iloc[0]["variant"] if len(others) else None)
+    shown = [control] + ([top] if top else [])
     labels = variant_labels(study)
     models = {}
     for variant in shown:
@@ -356,8 +367,9 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
     fig, axes = plt.subplots(len(pairs), cols, figsize=(3 * cols, 2.2 * len(pairs) + 0.8),
                              squeeze=False)
     titles = ["input", "ground truth", labels.get(control, control)]
-    if best:
-        titles.append(f"best: {labels.get(best, best)}")
+    if top:
+        titles.append(f"best: {labels.get(top, top)}" if best else
+                      f"highest mIoU, not better than\nits control: {labels.get(top, top)}")
     for row, (path, gt_path) in enumerate(pairs):
         img = np.asarray(Image.open(path).convert("RGB"))
         gt = np.asarray(Image.open(gt_path))

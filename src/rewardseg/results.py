@@ -13,16 +13,11 @@ import pandas as pd
 from . import paths
 from .fileio import write_json_atomic, write_text_atomic
 
-# two-sided 95 % Student-t quantiles by degrees of freedom (no scipy needed)
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
-         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t975(df: int) -> float:
-    if df < 1:
-        return float("nan")
-    keys = sorted(k for k in _T975 if k <= df)
-    return _T975[keys[-1]] if df <= 30 else 1.96
+# every comparison: two-sided paired t-test at this level, Holm-adjusted over the study's
+# comparisons; the minimum detectable effect is for this power
+ALPHA = 0.05
+POWER = 0.8
+CONTROL = "control"
 
 
 def read_val_metrics(work_dir: str) -> List[Dict[str, Any]]:
@@ -104,25 +99,103 @@ def _atomic_csv(df: pd.DataFrame, path: str) -> None:
     os.replace(tmp, path)
 
 
-def final_table(df: pd.DataFrame, control: str = "control") -> pd.DataFrame:
-    """Final mIoU per variant: mean ± std over seeds, Δ vs control paired by seed, 95 % CI."""
+def paired_comparison(diff: Sequence[float], alpha: float = ALPHA,
+                      power: float = POWER) -> Dict[str, Any]:
+    """A variant against its control, paired by seed (``diff``: one Δ per seed).
+
+    Returns the mean Δ, its standard deviation over seeds, the 95 % CI (Student t), the
+    two-sided p-value of the paired t-test, and the minimum detectable effect: the true Δ
+    this many seeds would detect with probability ``power`` at level ``alpha``, given the
+    observed spread, ``(t_{1-a/2} + t_{power}) · sd / √n``. Deltas that are the same on
+    every seed (no spread: the runs did not move, or differ by a rounding step) are marked
+    ``constant`` and get no CI, p-value or MDE: they cannot be tested."""
+    from scipy import stats
+
+    diff = np.asarray(list(diff), dtype=float)
+    n = len(diff)
+    nan = float("nan")
+    out = dict(pairs=n, delta=float(diff.mean()) if n else nan, sd_delta=nan, ci_low=nan,
+               ci_high=nan, p=nan, mde=nan, constant=False)
+    if n < 2:
+        return out
+    sd = float(diff.std(ddof=1))
+    out["sd_delta"] = sd
+    if sd <= 1e-9 * max(1.0, abs(out["delta"])):
+        out["constant"] = True
+        return out
+    se = sd / math.sqrt(n)
+    t_half = float(stats.t.ppf(1 - alpha / 2, n - 1))
+    out.update(ci_low=out["delta"] - t_half * se, ci_high=out["delta"] + t_half * se,
+               p=float(2 * stats.t.sf(abs(out["delta"]) / se, n - 1)),
+               mde=(t_half + float(stats.t.ppf(power, n - 1))) * se)
+    return out
+
+
+def holm(pvalues: Sequence[float]) -> List[float]:
+    """Holm's step-down adjustment of a family of p-values (NaN: a comparison that could
+    not be tested; it still counts in the family, which keeps the adjustment conservative)."""
+    p = np.asarray(list(pvalues), dtype=float)
+    m = len(p)
+    adjusted = np.full(m, np.nan)
+    order = [i for i in np.argsort(np.where(np.isnan(p), np.inf, p)) if not np.isnan(p[i])]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def verdict(row, alpha: float = ALPHA) -> str:
+    """What a row of ``final_table`` may claim."""
+    if row.get("control") in (None, row["variant"]) or pd.isna(row.get("delta")):
+        return "control"
+    if row.get("constant"):
+        return f"same Δ on every seed ({row['delta']:+.2f}): not testable"
+    if pd.notna(row.get("p_holm")) and row["p_holm"] < alpha:
+        return "better than its control" if row["delta"] > 0 else "worse than its control"
+    if pd.isna(row.get("mde")):
+        return "not tested (fewer than 2 seeds)"
+    return f"no difference detected (MDE {row['mde']:.2f})"
+
+
+def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None) -> pd.DataFrame:
+    """Final mIoU per variant (mean ± std over seeds) and its comparison with its control
+    (``controls``: variant -> its control, default ``control``; a control maps to itself):
+    Δ paired by seed, 95 % CI, paired t-test p-value, Holm-adjusted over every comparison
+    of the table, minimum detectable effect at 80 % power, and the verdict."""
+    controls = dict(controls or {})
     miou = df[(df["class"] == "mIoU") & (df["variant"] != paths.PRETRAIN)]
     last = miou.loc[miou.groupby(["variant", "seed"])["step"].idxmax()]
     final = last.pivot(index="seed", columns="variant", values="IoU")
     out = []
+    is_control = {c for v, c in controls.items() if c != v}
     for variant in final.columns:
         values = final[variant].dropna()
-        row = dict(variant=variant, n=len(values), mean=values.mean(),
+        control = variant if variant in is_control else controls.get(variant, CONTROL)
+        row = dict(variant=variant, control=control, n=len(values), mean=values.mean(),
                    std=values.std(ddof=1) if len(values) > 1 else float("nan"))
-        if control in final.columns:
-            diff = (final[variant] - final[control]).dropna()
-            n = len(diff)
-            row["delta"] = diff.mean()
-            half = (t975(n - 1) * diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-            row["ci_low"], row["ci_high"] = row["delta"] - half, row["delta"] + half
+        if control != variant and control in final.columns:
+            row.update(paired_comparison((final[variant] - final[control]).dropna()))
+        else:
+            row["control"] = variant
         out.append(row)
-    table = pd.DataFrame(out).sort_values("mean", ascending=False).reset_index(drop=True)
-    return table
+    table = pd.DataFrame(out)
+    for col in ("delta", "sd_delta", "ci_low", "ci_high", "p", "mde"):
+        if col not in table:
+            table[col] = float("nan")
+    table["constant"] = table.get("constant", False)
+    table["constant"] = table["constant"].fillna(False).astype(bool)
+    compared = table["control"] != table["variant"]
+    table["p_holm"] = float("nan")
+    table.loc[compared, "p_holm"] = holm(table.loc[compared, "p"])
+    table["verdict"] = [verdict(row) for _, row in table.iterrows()]
+    return table.sort_values("mean", ascending=False).reset_index(drop=True)
+
+
+def best_variant(table: pd.DataFrame) -> Optional[str]:
+    """The variant that beats its control by the most (adjusted test), or None."""
+    better = table[table["verdict"] == "better than its control"]
+    return None if better.empty else str(better.sort_values("delta").iloc[-1]["variant"])
 
 
 def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -138,19 +211,31 @@ TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
           "per_class_iou.md", "per_class_iou.tex")
 
 
-def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str]) -> List[str]:
+def _delta_text(row) -> str:
+    if pd.isna(row["delta"]):
+        return ""
+    if row["constant"]:
+        return f"{row['delta']:+.2f} on every seed"
+    if pd.isna(row["ci_low"]):
+        return f"{row['delta']:+.2f}"
+    return f"{row['delta']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+
+
+def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
+                 controls: Optional[Dict[str, str]] = None) -> List[str]:
     """The final-mIoU table (Markdown, LaTeX, and its numbers as CSV) and the per-class IoU
     table (Markdown, LaTeX) into ``out_dir``: the files named in ``TABLES``."""
-    final = final_table(df)
+    final = final_table(df, controls)
     shown = pd.DataFrame({
         "variant": final["variant"],
         "description": [labels.get(v, v) for v in final["variant"]],
         "seeds": final["n"],
         "final mIoU (%)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
-        "Δ vs control (95% CI)": [
-            f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]" if np.isfinite(lo) else f"{d:+.2f}"
-            for d, lo, hi in zip(final.get("delta", np.nan), final.get("ci_low", np.nan),
-                                 final.get("ci_high", np.nan))],
+        "control": [c if c != v else "" for v, c in zip(final["variant"], final["control"])],
+        "Δ vs control (95% CI)": [_delta_text(row) for _, row in final.iterrows()],
+        "p (Holm)": [f"{p:.3f}" if pd.notna(p) else "" for p in final["p_holm"]],
+        "MDE (80 %)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde"]],
+        "verdict": [v if v != "control" else "" for v in final["verdict"]],
     })
     per_class = per_class_table(df).round(2).reset_index()
     texts = {}
@@ -186,42 +271,60 @@ def _latex(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _fmt_delta(value) -> str:
+    return f"{value:+.2f}" if value == value else "n/a"
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
-        return f"{value:.2f}"
+        return f"{value:.2f}" if value == value else "n/a"
     return str(value)
+
+
+def _study_controls(metrics_csv: str) -> Dict[str, str]:
+    """The controls of the study whose ``metrics.csv`` this is (its ``study.yaml`` beside)."""
+    from .study import controls
+
+    path = os.path.join(os.path.dirname(os.path.abspath(metrics_csv)), "study.yaml")
+    if not os.path.isfile(path):
+        return {}
+    import yaml
+
+    with open(path) as fh:
+        return controls(yaml.safe_load(fh))
 
 
 def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.DataFrame:
     """One row per study that has results (``results/<study>/metrics.csv``): final mIoU of
-    the control, the best variant, its paired Δ and 95 % CI, and how many variants are
-    credibly above / below the control. Written as Markdown when ``out_md`` is given."""
+    the control, the best variant (only one that beats its control under the Holm-adjusted
+    test; "none" otherwise), its paired Δ and 95 % CI, and how many variants are better /
+    worse than their control. Written as Markdown when ``out_md`` is given."""
     rows = []
     for path in sorted(metrics_files):
         study = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        table = final_table(pd.read_csv(path))
-        control = table[table["variant"] == "control"]
-        others = table[table["variant"] != "control"]
-        best = others.iloc[0] if len(others) else None
+        table = final_table(pd.read_csv(path), _study_controls(path))
+        control = table[table["variant"] == CONTROL]
+        name = best_variant(table)
+        best = table[table["variant"] == name].iloc[0] if name else None
         rows.append(dict(
             study=study, variants=len(table), seeds=int(table["n"].max()),
             control=float(control["mean"].iloc[0]) if len(control) else float("nan"),
-            best=best["variant"] if best is not None else "",
+            best=best["variant"] if best is not None else "none",
             best_mean=float(best["mean"]) if best is not None else float("nan"),
             delta=float(best.get("delta", float("nan"))) if best is not None else float("nan"),
             ci=(f"[{best['ci_low']:+.2f}, {best['ci_high']:+.2f}]"
                 if best is not None and "ci_low" in best and best["ci_low"] == best["ci_low"]
                 else "n/a"),
-            above=int((others.get("ci_low", pd.Series(dtype=float)) > 0).sum()),
-            below=int((others.get("ci_high", pd.Series(dtype=float)) < 0).sum())))
+            above=int((table["verdict"] == "better than its control").sum()),
+            below=int((table["verdict"] == "worse than its control").sum())))
     df = pd.DataFrame(rows)
     if out_md:
         lines = ["| study | variants | seeds | control mIoU | best variant | its mIoU | "
-                 "Δ vs control | 95 % CI | above / below control |",
+                 "Δ vs control | 95 % CI | better / worse than control (Holm) |",
                  "|---|---:|---:|---:|---|---:|---:|---|---|"]
         for r in rows:
             lines.append(f"| {r['study']} | {r['variants']} | {r['seeds']} | "
                          f"{_fmt(r['control'])} | {r['best']} | {_fmt(r['best_mean'])} | "
-                         f"{r['delta']:+.2f} | {r['ci']} | {r['above']} / {r['below']} |")
+                         f"{_fmt_delta(r['delta'])} | {r['ci']} | {r['above']} / {r['below']} |")
         write_text_atomic(out_md, "\n".join(lines) + "\n")
     return df

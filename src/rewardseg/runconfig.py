@@ -43,8 +43,8 @@ def pretrain_spec(study: Dict[str, Any], data_dir: str = paths.DATA) -> Dict[str
 def tune_spec(study: Dict[str, Any], variant: str, seed: int, work_dir: str = paths.WORK,
               data_dir: str = paths.DATA) -> Dict[str, Any]:
     fields = variant_fields(study, variant)
-    fields.pop("experiment", None)
-    fields.pop("label", None)
+    for key in ("experiment", "label", "control"):  # how the run is reported, not trained
+        fields.pop(key, None)
     spec = dict(stage="tune", study=study["study"], variant=variant, seed=int(seed),
                 model_config=study["model"]["config"], data_root=data_root(study, data_dir),
                 checkpoint_interval=fields["eval_interval"], **fields)

@@ -15,9 +15,10 @@ import pandas as pd
 
 from . import paths
 from .data import describe
-from .results import final_table
+from .results import ALPHA, best_variant, final_table
 from .runconfig import pretrain_spec
-from .study import experiments, labels as variant_labels, released_checkpoints, tuning_fields
+from .study import (controls, experiments, labels as variant_labels, released_checkpoints,
+                    tuning_fields)
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
@@ -43,24 +44,24 @@ def _values(study: dict) -> Dict[str, str]:
     }
 
 
-def _summary(metrics_csv: str, labels: Dict[str, str]) -> str:
-    table = final_table(pd.read_csv(metrics_csv))
+def _summary(metrics_csv: str, labels: Dict[str, str], controls: Dict[str, str]) -> str:
+    """The comparisons in words: what the Holm-adjusted tests allow to say, strongest
+    evidence first; the headline names a variant only if it beats its control."""
+    table = final_table(pd.read_csv(metrics_csv), controls)
+    best = best_variant(table)
+    head = [f"**Best variant: {labels.get(best, best)}**" if best else
+            f"**No variant beats its control** (paired t-tests, Holm-adjusted over "
+            f"{int((table['control'] != table['variant']).sum())} comparisons, level {ALPHA})"]
+    rows = table[table["control"] != table["variant"]].sort_values("p_holm", na_position="last")
     lines = []
-    for _, row in table.iterrows():
-        if row["variant"] == "control" or "delta" not in row:
-            continue
-        lo, hi = row.get("ci_low"), row.get("ci_high")
-        if pd.notna(lo) and lo > 0:
-            verdict = "better than the control"
-        elif pd.notna(hi) and hi < 0:
-            verdict = "worse than the control"
-        else:
-            verdict = "not distinguishable from the control"
-        lines.append(f"- {labels.get(row['variant'], row['variant'])}: Δ {row['delta']:+.2f} "
-                     f"[{lo:+.2f}, {hi:+.2f}] → {verdict}")
-    head = lines[:8]
-    more = len(lines) - len(head)
-    return "\n".join(head + ([f"- … and {more} more (table above)"] if more > 0 else []))
+    for _, row in rows.iterrows():
+        ci = (f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], p_Holm {row['p_holm']:.3f}"
+              if pd.notna(row["ci_low"]) else "")
+        lines.append(f"- {labels.get(row['variant'], row['variant'])}: Δ {row['delta']:+.2f}"
+                     f"{ci} → {row['verdict']}")
+    shown = lines[:7]
+    more = len(lines) - len(shown)
+    return "\n".join(head + shown + ([f"- … and {more} more (table above)"] if more > 0 else []))
 
 
 def build_slides(template: str, study: dict, metrics_csv: str, out: str,
@@ -80,7 +81,7 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                           f"![h:470](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
-    text = text.replace("<!-- summary -->", _summary(metrics_csv, labels))
+    text = text.replace("<!-- summary -->", _summary(metrics_csv, labels, controls(study)))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)
 

@@ -1,4 +1,5 @@
-"""Study configs: the schema, the cross-field checks, and each variant's resolved fields.
+"""Study configs: the checks (the schema: ``rewardseg.schema``; then across fields), and
+each variant's resolved fields, labels and controls.
 
 A *study* (``configs/studies/*.yaml``) names a dataset, a model config, the CE pretraining
 (``pretrain:``, trained here or released checkpoints), a reference tuning configuration
@@ -14,42 +15,20 @@ from typing import Any, Dict, List
 import yaml
 
 from . import paths
-from .vocabulary import (BASELINES, DEFAULT_BASELINE, LOSSES, MIN_GLOBAL_BATCH, MIN_SAMPLES,
-                         NORMALIZE, OPTIMIZERS, SAMPLE_AT)
+from .schema import schema_error
+from .vocabulary import BASELINES, DEFAULT_BASELINE, MIN_GLOBAL_BATCH, MIN_SAMPLES
 
-SCHEMA = os.path.join(os.path.dirname(__file__), "study.schema.yaml")
 RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "optimizer",
               "weight_decay", "loss", "baseline", "alpha", "num_samples", "sample_at",
               "normalize", "ema_momentum", "ce_weight", "aux_head", "class_weight_smoothing",
-              "experiment", "label")
+              "experiment", "label", "control")
 # ``baseline`` is left out: a variant gets its estimator's default (vocabulary.DEFAULT_BASELINE)
 TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=None,
                        alpha=0.1, num_samples=2, sample_at="logits", normalize="image",
                        ema_momentum=0.9, ce_weight=0.0, aux_head=True,
                        class_weight_smoothing=None)
-# keys renamed so that "baseline" only ever means the estimator's variance-reduction baseline
-RENAMED = {("baseline",): "pretrain", ("resources", "baseline"): "resources.pretrain"}
-
-
 class StudyError(ValueError):
     """A study config that cannot run; the message names the key."""
-
-
-def schema() -> Dict[str, Any]:
-    """The JSON schema of a study, its enums filled from ``vocabulary`` and the dataset
-    block's keys from the dataset sources (``rewardseg.data``): the names live there only."""
-    from .data import dataset_schema
-
-    with open(SCHEMA) as fh:
-        out = yaml.safe_load(fh)
-    fields = out["$defs"]["run_fields"]["properties"]
-    fields["loss"]["enum"] = list(LOSSES)
-    fields["baseline"]["enum"] = sorted({b for names in BASELINES.values() for b in names})
-    fields["sample_at"]["enum"] = list(SAMPLE_AT)
-    fields["normalize"]["enum"] = list(NORMALIZE)
-    fields["optimizer"]["enum"] = list(OPTIMIZERS)
-    out["properties"]["dataset"]["properties"] = dataset_schema()
-    return out
 
 
 def load_study(path: str) -> Dict[str, Any]:
@@ -62,34 +41,13 @@ def load_study(path: str) -> Dict[str, Any]:
     return check_study(study, source=path)
 
 
-def _check_schema(study: Dict[str, Any], source: str) -> None:
-    import jsonschema
-
-    for keys, new in RENAMED.items():
-        node = study
-        for key in keys[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if isinstance(node, dict) and keys[-1] in node:
-            raise StudyError(f"{source}: '{'.'.join(keys)}' is now called '{new}' (the CE "
-                             "pretraining; 'baseline' is the estimator's reward baseline)")
-    error = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema()).iter_errors(study))
-    if error is None:
-        return
-    where = ".".join(str(p) for p in error.absolute_path) or "top level"
-    known = error.schema.get("properties") if error.validator == "additionalProperties" else None
-    if known is not None and isinstance(error.instance, dict):
-        unknown = sorted(set(error.instance) - set(known))
-        raise StudyError(f"{source}: {where}: unknown field '{unknown[0]}' "
-                         f"(valid: {', '.join(known)})")
-    raise StudyError(f"{source}: {where}: {error.message}")
-
-
 def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str, Any]:
     """The schema, then the checks across fields; returns the study unchanged."""
     from .data import check_dataset
 
-    _check_schema(study, source)
+    error = schema_error(study)
+    if error:
+        raise StudyError(f"{source}: {error}")
     try:
         check_dataset(study["dataset"], where=f"{source}: dataset")
     except ValueError as err:
@@ -107,6 +65,14 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
     for name in study["variants"]:
         _check_variant(f"{source}: variants.{name}", variant_fields(study, name), base,
                        released, gpus)
+    for name, control in controls(study).items():
+        if control not in study["variants"]:
+            raise StudyError(f"{source}: variants.{name}.control: no variant {control!r}")
+        mine, theirs = variant_fields(study, name), variant_fields(study, control)
+        for key in [k for k in ("start", "iters") if mine[k] != theirs[k]]:
+            raise StudyError(f"{source}: variants.{name}: its control {control!r} has {key} "
+                             f"= {theirs[key]}, not {mine[key]} (a control needs the same "
+                             "start and iters; add one and name it with control:)")
     return study
 
 
@@ -170,6 +136,17 @@ def _resolve(study: Dict[str, Any], own: Dict[str, Any]) -> Dict[str, Any]:
         named = DEFAULT_BASELINE[loss]
     fields["baseline"] = named if named is not None else "none"
     return fields
+
+
+def controls(study: Dict[str, Any]) -> Dict[str, str]:
+    """Variant -> the variant it is compared with (its ``control`` field, default the
+    variant called ``control``); a variant that is some variant's control maps to itself."""
+    out = {}
+    for v in study["variants"]:
+        named = (study["variants"][v] or {}).get("control") or study["tuning"].get("control")
+        out[v] = named or ("control" if "control" in study["variants"] else v)
+    is_control = {c for v, c in out.items() if c != v}
+    return {v: (v if v in is_control else c) for v, c in out.items()}
 
 
 def labels(study: Dict[str, Any]) -> Dict[str, str]:

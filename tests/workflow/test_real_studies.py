@@ -15,7 +15,7 @@ from fakeserver import FakeServer
 
 STUDIES = {  # study -> (tune jobs, class-weight jobs)
     "cityscapes": (13 * 3, 2),
-    "easyportrait": (8 * 3, 2),
+    "easyportrait": (9 * 3, 2),
     "mapillary": (4 * 3, 0),
 }
 

@@ -67,13 +67,14 @@ rule notebook_html:
 
 rule overview:
     input:
-        studies_with_results,
+        metrics=studies_with_results,
+        study=paths.study_result("{study}", "study.yaml"),  # its controls
     output:
         paths.build("{study}", "overview.md"),
     log:
         paths.log("{study}", "overview"),
     shell:
-        "rewardseg overview {input} --out {output} > {log} 2>&1"
+        "rewardseg overview {input.metrics} --out {output} > {log} 2>&1"
 
 
 rule slides_markdown:
