@@ -139,3 +139,29 @@ def test_importing_mmseg_and_loading_configs_prints_nothing(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr == "", proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("first", ["import mmseg", "from mmengine.config import Config",
+                                   "import mmcv"])
+def test_the_compat_layer_applies_at_the_first_mm_import_and_not_before(first):
+    """``import rewardseg`` and the CLI's parser import no torch; whichever of mmcv,
+    mmengine or mmseg comes first afterwards finds the fixes applied, and each module is
+    imported once (the same object everywhere)."""
+    import subprocess
+    import sys
+
+    code = "\n".join([
+        "import sys, rewardseg, rewardseg.cli",
+        "rewardseg.cli.build_parser()",
+        "assert 'torch' not in sys.modules and not rewardseg.compat._APPLIED",
+        first,
+        "import mmcv, mmcv.ops, mmengine, mmseg",
+        "from mmengine.runner.checkpoint import CheckpointLoader",
+        "assert rewardseg.compat._APPLIED and sys.modules['mmcv'] is mmcv",
+        "assert mmcv.ops is sys.modules['mmcv.ops']",
+        "assert mmcv.__spec__.origin.endswith('__init__.py')",
+        "assert rewardseg.compat.USING_STANDIN_OPS == ('stand-in' in (mmcv.ops.__doc__ or ''))",
+        "assert CheckpointLoader._schemes[''].__name__ == 'load_trusted_local'",
+    ])
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,10 +10,10 @@ from typing import List, Optional
 
 
 def _cmd_train(ns) -> int:
-    from .train import train
+    from .train import parse_cfg_options, train
 
     train(ns.config, ns.work_dir, seed=ns.seed, resume=ns.resume, load_from=ns.load_from,
-          launcher=ns.launcher, cfg_options=ns.cfg_options)
+          launcher=ns.launcher, cfg_options=parse_cfg_options(ns.cfg_options))
     return 0
 
 
@@ -173,7 +173,6 @@ def _cmd_env(ns) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__, paths
     from .data import SOURCES
-    from .train import add_train_arguments
 
     parser = argparse.ArgumentParser(
         prog="rewardseg",
@@ -183,7 +182,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     p = sub.add_parser("train", help="train / fine-tune with an mmseg config")
-    add_train_arguments(p)
+    p.add_argument("config", help="mmseg python config (configs/mmseg/...)")
+    p.add_argument("--work-dir", required=True, help="checkpoints and logs go here")
+    p.add_argument("--seed", type=int, default=None, help="random seed")
+    p.add_argument("--resume", action="store_true",
+                   help="resume from the latest checkpoint in --work-dir (or from --load-from)")
+    p.add_argument("--load-from", default=None, help="initialise weights from this checkpoint")
+    p.add_argument("--launcher", default="none", choices=["none", "pytorch", "slurm", "mpi"],
+                   help="distributed launcher (mmengine)")
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="override config keys, e.g. model.decode_head.loss_decode.0.alpha=0.2")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("class-weights",

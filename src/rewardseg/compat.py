@@ -1,6 +1,9 @@
 """Make MMSegmentation 1.2.2 work on a pure-Python mmcv and on current PyTorch.
 
-Imported by ``rewardseg/__init__.py`` before anything of mmseg. The fixes:
+``import rewardseg`` installs :func:`install_import_hook`: the first import of ``mmcv``,
+``mmengine`` or ``mmseg`` afterwards applies the fixes first (or right away, when one of
+them is already imported). So ``import rewardseg`` alone stays cheap (no torch: the CLI's
+light commands start in a fraction of a second), and mmseg is never seen unfixed. The fixes:
 
 1. ``mmcv-lite`` ships ``mmcv/ops/*.py`` but not the compiled ``mmcv._ext``, so
    ``import mmcv.ops`` fails, and a few mmseg modules import it unguarded. When (and only
@@ -24,6 +27,7 @@ it). That one warning, and only it, is silenced so that every ``rewardseg`` and
 """
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -190,11 +194,66 @@ def _patch_package_lookup() -> None:
         pass
 
 
+_TRIGGERS = ("mmcv", "mmengine", "mmseg")
+
+
+class _Present(importlib.abc.Loader):
+    """Hands the import system a module that :func:`apply` has already imported (the
+    import system would otherwise run the module's file a second time, since it found it
+    before :func:`apply` imported it); its own ``__spec__`` is put back afterwards."""
+
+    def __init__(self, module, spec):
+        self.module, self.spec = module, spec
+
+    def create_module(self, spec):
+        return self.module
+
+    def exec_module(self, module):
+        module.__spec__ = self.spec
+
+
+class _ApplyOnFirstImport(importlib.abc.MetaPathFinder):
+    """A ``sys.meta_path`` finder that applies the fixes when mmcv, mmengine or mmseg is
+    first imported, then steps aside."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in _TRIGGERS:
+            return None
+        _remove_import_hook()
+        apply()  # imports mmcv and mmengine itself
+        module = sys.modules.get(name)
+        if module is None:  # not imported by apply (mmseg): the usual import follows
+            return None
+        spec = importlib.util.spec_from_loader(name, _Present(module, module.__spec__))
+        module.__spec__ = spec  # the import system reads the spec of a module it now finds
+        return spec
+
+
+_HOOK = _ApplyOnFirstImport()
+
+
+def _remove_import_hook() -> None:
+    while _HOOK in sys.meta_path:
+        sys.meta_path.remove(_HOOK)
+
+
+def install_import_hook() -> None:
+    """Apply the fixes at the first import of mmcv / mmengine / mmseg (now, when one is
+    already imported)."""
+    if _APPLIED:
+        return
+    if any(name in sys.modules for name in _TRIGGERS):
+        apply()
+    elif _HOOK not in sys.meta_path:
+        sys.meta_path.insert(0, _HOOK)
+
+
 def apply() -> None:
     """Apply the fixes once; safe to call repeatedly."""
     global _APPLIED
     if _APPLIED:
         return
+    _remove_import_hook()
     if "mmcv.ops" not in sys.modules and not _compiled_ops_available():
         _silence_missing_deform_attn_warning()
         _install_standin_ops()

@@ -183,19 +183,16 @@ def train(config: str, work_dir: str, seed: Optional[int] = None, resume: bool =
     return runner
 
 
-def add_train_arguments(parser) -> None:
-    parser.add_argument("config", help="mmseg python config (configs/mmseg/...)")
-    parser.add_argument("--work-dir", required=True, help="checkpoints and logs go here")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
-    parser.add_argument("--resume", action="store_true",
-                        help="resume from the latest checkpoint in --work-dir "
-                             "(or from --load-from)")
-    parser.add_argument("--load-from", default=None,
-                        help="initialise weights from this checkpoint")
-    parser.add_argument("--launcher", default="none",
-                        choices=["none", "pytorch", "slurm", "mpi"],
-                        help="distributed launcher (mmengine)")
-    parser.add_argument("--cfg-options", nargs="+", action=DictAction, default=None,
-                        help="override config keys, e.g. model.decode_head.loss_decode.0.alpha=0.2")
+def parse_cfg_options(items: Optional[Sequence[str]]) -> Optional[dict]:
+    """``KEY=VALUE`` items as mmengine's ``DictAction`` parses them (lists, tuples)."""
+    if not items:
+        return None
+    options = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--cfg-options {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        options[key] = DictAction._parse_iterable(value)
+    return options
 
 
