@@ -41,9 +41,14 @@ def tables(study, tmp_path_factory):
                     rows.append(dict(study=study["study"], variant=variant, seed=seed,
                                      step=step, **{"class": name, "IoU": value}))
                 if variant != "control":
-                    stats.append(dict(study=study["study"], variant=variant, seed=seed,
-                                      step=step, stat="decode.reward_adv_sq",
-                                      value=float(rng.uniform(0.01, 0.1))))
+                    for stat in ("decode.reward_adv_sq", "decode.reward_miou_train"):
+                        stats.append(dict(study=study["study"], variant=variant, seed=seed,
+                                          step=step, stat=stat,
+                                          value=float(rng.uniform(0.01, 0.1))))
+            for part in ("decode_head", "backbone", "bn_statistics"):
+                stats.append(dict(study=study["study"], variant=variant, seed=seed,
+                                  step=start, stat=f"weight_change.{part}",
+                                  value=float(rng.uniform(1e-4, 1e-2))))
     for step, value in ((0, 20.0), (start, 40.0), (2 * start, 45.0)):
         rows.append(dict(study=study["study"], variant=paths.PRETRAIN, seed=0, step=step,
                          **{"class": "mIoU", "IoU": value}))
@@ -71,7 +76,8 @@ def test_importing_the_registry_is_cheap():
 
 def test_registry_names_and_captions(study):
     expected = [f"exp_{e}" for e in experiments(study)] + [
-        "delta_vs_control", "per_class_iou", "estimator_variance", "qualitative"]
+        "delta_vs_control", "per_class_iou", "estimator_variance", "qualitative",
+        "training_reward", "weight_change"]
     assert sorted(figures.names(study)) == sorted(expected)
     spec, values = figures.resolve("exp_weights")
     assert spec.pattern == "exp_{experiment}" and values == {"experiment": "weights"}
@@ -116,6 +122,36 @@ def test_experiment_trend_comes_from_the_pretraining_rows(study, tables):
         assert f"pretraining at step {start}" in lines
         legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
         assert TREND in legend and "CE (control)" in legend
+    finally:
+        plt.close(fig)
+
+
+def test_an_experiment_with_several_starts_puts_each_curve_at_its_own(study, tables):
+    """The 'steps' slide: variants from different checkpoints are drawn over pretraining
+    iterations, each from its own start, against the one pretraining curve."""
+    import copy
+
+    import matplotlib.pyplot as plt
+
+    study = copy.deepcopy(study)
+    study["variants"]["late"] = dict(start=8, label="late", experiment="weights")
+    metrics = pd.read_csv(tables[0])
+    late = metrics[metrics.variant == "reference"].copy()
+    late["variant"] = "late"
+    metrics = pd.concat([metrics, late])
+    fig = figures.build("exp_weights", study, metrics=metrics)
+    try:
+        ax = fig.axes[0]
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        starts = {variant_fields(study, v)["start"] for v in ("reference", "late")}
+        assert len(starts) == 2 and {f"pretraining at step {s}" for s in starts} <= set(lines)
+        assert lines[TREND].get_xdata()[0] == min(starts)  # absolute iterations
+        assert "own start" in ax.get_xlabel()
+        # the seaborn curves (the axhlines have axes x-coordinates [0, 1])
+        firsts = {float(min(line.get_xdata())) for line in ax.get_lines()
+                  if line.get_label().startswith("_") and list(line.get_xdata()) != [0, 1]
+                  and len(line.get_xdata()) > 1}
+        assert firsts == {float(s) for s in starts}
     finally:
         plt.close(fig)
 

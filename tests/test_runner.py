@@ -150,3 +150,22 @@ def test_tuning_moves_the_decode_head(name, ce_start, ce_moved, tiny_dataset, tm
     moved = tune_from(ce_start, tiny_dataset, tmp_path, ESTIMATOR_CFGS[name])
     assert ce_moved > 1e-6
     assert moved > 0.3 * ce_moved, (moved, ce_moved)
+
+
+def test_weight_change_is_the_relative_distance_from_the_start(ce_start, tiny_dataset, tmp_path):
+    """``runner.weight_change`` (recorded in every tuning run's run.json): per part of the
+    model, ‖θ − θ₀‖ / ‖θ₀‖ over its parameters; BN running statistics apart."""
+    from rewardseg.runner import weight_change
+
+    cfg = tiny_config(tiny_dataset, loss_decode=None, max_iters=2, aux=False)
+    cfg.experiment_name = f"weight-change-{os.getpid()}"
+    runner = run(cfg, tmp_path, load_from=ce_start)
+    moved = weight_change(runner.model, ce_start)
+    assert {"all", "backbone", "decode_head", "decode_head.conv_seg", "bn_statistics"} <= set(moved)
+    start = torch.load(ce_start, weights_only=False)["state_dict"]
+    params = dict(runner.model.named_parameters())
+    keys = [k for k in params if k.startswith("decode_head.")]
+    diff = sum(float((params[k].detach() - start[k]).double().pow(2).sum()) for k in keys)
+    norm = sum(float(start[k].double().pow(2).sum()) for k in keys)
+    assert moved["decode_head"] == pytest.approx((diff / norm) ** 0.5, rel=1e-9)
+    assert moved["decode_head"] > 0 and moved["bn_statistics"] > 0

@@ -176,24 +176,30 @@ def experiment_figure(study: dict, metrics, experiment: str):
                          f"it has: {', '.join(groups)}")
     variants = groups[experiment]
     labels = variant_labels(study)
-    start = variant_fields(study, variants[-1])["start"]
+    start_of = {v: variant_fields(study, v)["start"] for v in variants}
+    starts = sorted(set(start_of.values()))
     title = f"{study['study']}: {experiment.replace('_', ' ')} (mean, 95 % CI over seeds)"
     miou = metrics[metrics["class"] == "mIoU"]
     sub = miou[miou["variant"].isin(variants)].copy()
     sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    sns.lineplot(data=sub, x="step", y="IoU", hue="label", errorbar=("ci", 95), n_boot=500,
-                 seed=0, ax=ax, marker="o", markersize=3)
     pre = miou[miou["variant"] == paths.PRETRAIN].sort_values("step")
-    trend = pre[pre["step"] >= start]
+    # one start: steps from it; several: pretraining iterations, each curve at its own start
+    offset = 0 if len(starts) > 1 else starts[0]
+    sub["x"] = sub["step"] + (sub["variant"].map(start_of) if offset == 0 else 0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sns.lineplot(data=sub, x="x", y="IoU", hue="label", errorbar=("ci", 95), n_boot=500,
+                 seed=0, ax=ax, marker="o", markersize=3)
+    trend = pre[pre["step"] >= min(starts)]
     if len(trend):
-        ax.plot(trend["step"] - start, trend["IoU"], "k-.", lw=1.2,
+        ax.plot(trend["step"] - offset, trend["IoU"], "k-.", lw=1.2,
                 label="CE pretraining, own schedule (trend)")
-    level = pre[pre["step"] == start]["IoU"]
-    if len(level):
-        ax.axhline(float(level.iloc[0]), color="grey", ls=":", lw=1,
-                   label=f"pretraining at step {start}")
-    ax.set_xlabel(f"fine-tuning step (from CE checkpoint at iteration {start})")
+    for start in starts:
+        level = pre[pre["step"] == start]["IoU"]
+        if len(level):
+            ax.axhline(float(level.iloc[0]), color="grey", ls=":", lw=1,
+                       label=f"pretraining at step {start}")
+    ax.set_xlabel(f"fine-tuning step (from CE checkpoint at iteration {offset})" if offset
+                  else "iteration (each variant's curve starts at its own start checkpoint)")
     ax.set_ylabel("validation mIoU (%)")
     ax.set_title(title)
     ax.legend(fontsize=7, loc="best")
@@ -262,28 +268,97 @@ def per_class_figure(study: dict, metrics):
 
 
 @figure("estimator_variance", needs=("stats",),
-        caption="Study ``{study}``: the score-function estimator's variance measure "
-                "E[(R - b)^2] per fine-tuning step, averaged over each evaluation interval, "
-                "by reward baseline (mean and 95 % band over seeds, log scale).")
+        caption="Study ``{study}``: the estimators' variance measure E[(R - b)^2] per "
+                "fine-tuning step, averaged over each evaluation interval, one panel per "
+                "estimator (weighted CE's advantage is on the cost 1 - mIoU, REINFORCE's on "
+                "the sampled reward: different scales), mean and 95 % band over seeds.")
 def variance_figure(study: dict, stats):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     labels = variant_labels(study)
     sub = stats[stats["stat"] == "decode.reward_adv_sq"].copy()
+    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    sub["estimator"] = sub["variant"].map(loss)
+    estimators = sorted(sub["estimator"].dropna().unique())
+    fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False,
+                             figsize=(5.2 * max(1, len(estimators)), 4.5))
+    for ax, estimator in zip(axes[0], estimators):
+        part = sub[sub["estimator"] == estimator].copy()
+        part["label"] = part["variant"].map(lambda v: labels.get(v, v))
+        sns.lineplot(data=part, x="step", y="value", hue="label", errorbar=("ci", 95),
+                     n_boot=500, seed=0, ax=ax, palette="tab20")
+        ax.set_yscale("log")
+        ax.legend(fontsize=6)
+        ax.set_title(f"{estimator}", fontsize=10)
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("E[(R − b)²] per step (log scale)")
+        ax.grid(alpha=0.3)
+    if not estimators:
+        axes[0][0].text(0.5, 0.5, "no reward-loss runs", ha="center",
+                        transform=axes[0][0].transAxes)
+    fig.suptitle("Estimator variance measure by baseline (mean over each interval)")
+    fig.tight_layout()
+    return fig
+
+
+@figure("training_reward", needs=("stats",),
+        caption="Study ``{study}``: the objective during fine-tuning, the per-image mIoU of "
+                "the training batches' label maps (sampled for REINFORCE, argmax for weighted "
+                "CE), averaged over each evaluation interval, mean and 95 % band over seeds: "
+                "whether the reward is being optimised.")
+def training_reward_figure(study: dict, stats):
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = variant_labels(study)
+    sub = stats[stats["stat"] == "decode.reward_miou_train"].copy()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     if len(sub):
         sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
         sns.lineplot(data=sub, x="step", y="value", hue="label", errorbar=("ci", 95),
-                     n_boot=500, seed=0, ax=ax)
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
+                     n_boot=500, seed=0, ax=ax, palette="tab20")
+        ax.legend(fontsize=6, ncol=2)
     else:
         ax.text(0.5, 0.5, "no reward-loss runs", ha="center", transform=ax.transAxes)
     ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel("E[(R − b)²] per step (log scale)")
-    ax.set_title("Estimator variance measure by baseline (mean over the interval)")
+    ax.set_ylabel("training per-image mIoU (the reward)")
+    ax.set_title("Training reward per variant")
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+@figure("weight_change", needs=("stats",),
+        caption="Study ``{study}``: how far each run moved from its start checkpoint, "
+                "‖θ − θ₀‖ / ‖θ₀‖ per part of the model (and for the BatchNorm running "
+                "statistics), mean over seeds (log scale); runs that did not move cannot "
+                "show an effect.")
+def weight_change_figure(study: dict, stats):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = variant_labels(study)
+    sub = stats[stats["stat"].str.startswith("weight_change.")].copy()
+    fig, ax = plt.subplots(figsize=(8.0, 0.32 * max(1, sub["variant"].nunique()) * 2 + 1.8))
+    if len(sub):
+        sub["part"] = sub["stat"].str.slice(len("weight_change."))
+        table = sub.pivot_table(index="variant", columns="part", values="value", aggfunc="mean")
+        parts = [p for p in ("decode_head.conv_seg", "decode_head", "auxiliary_head",
+                             "backbone", "bn_statistics") if p in table.columns]
+        y = np.arange(len(table))
+        height = 0.8 / max(1, len(parts))
+        for i, part in enumerate(parts):
+            ax.barh(y + i * height, table[part], height=height, label=part)
+        ax.set_yticks(y + 0.4 - height / 2)
+        ax.set_yticklabels([labels.get(v, v) for v in table.index], fontsize=7)
+        ax.set_xscale("log")
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no weight changes recorded", ha="center", transform=ax.transAxes)
+    ax.set_xlabel("relative change from the start checkpoint, ‖θ − θ₀‖ / ‖θ₀‖ (log scale)")
+    ax.set_title("Did the runs move?")
+    ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
 

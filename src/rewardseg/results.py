@@ -49,7 +49,8 @@ def collect_run(work_dir: str, out: str, pretrain_dir: Optional[str] = None) -> 
     if len(evals) < (1 if spec.get("released") else 2):
         raise ValueError(f"{work_dir}: no validation results recorded (val_metrics.jsonl)")
     result = dict(study=spec["study"], variant=spec["variant"], seed=spec["seed"],
-                  spec=spec, evals=evals, provenance={k: record[k] for k in (
+                  spec=spec, evals=evals, weight_change=record.get("weight_change"),
+                  provenance={k: record[k] for k in (
                       "git_commit", "versions", "wall_time_s", "resumed", "finished")})
     write_json_atomic(out, result, indent=1)
     return result
@@ -82,6 +83,11 @@ def aggregate(run_files: Sequence[str], pretrain_file: str, out_csv: str,
                 stats.append(dict(study=result["study"], variant=result["variant"],
                                   seed=result["seed"], step=int(ev["step"]), stat=key,
                                   value=value))
+        last = max(int(ev["step"]) for ev in result["evals"])
+        for group, value in (result.get("weight_change") or {}).items():  # at the last step
+            stats.append(dict(study=result["study"], variant=result["variant"],
+                              seed=result["seed"], step=last, stat=f"weight_change.{group}",
+                              value=value))
     with open(pretrain_file) as fh:
         rows.extend(_rows_from_run(json.load(fh)))
     df = pd.DataFrame(rows, columns=["study", "variant", "seed", "step", "class", "IoU"])

@@ -43,11 +43,50 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
     runner.train()
-    return _finish_run(record_path, spec, resume, t0, int(runner.iter))
+    moved = None
+    if rank == 0 and spec.get("load_from"):
+        moved = weight_change(runner.model, spec["load_from"])
+    return _finish_run(record_path, spec, resume, t0, int(runner.iter), weight_change=moved)
+
+
+def _groups(name: str):
+    top = name.split(".", 1)[0]
+    yield top
+    if name.startswith("decode_head.conv_seg."):
+        yield "decode_head.conv_seg"
+
+
+def weight_change(model, start_checkpoint: str) -> Dict[str, float]:
+    """How far a run moved from its start checkpoint: ‖θ − θ₀‖ / ‖θ₀‖ over the parameters
+    of each part of the model (``backbone``, ``decode_head``, its classifier
+    ``decode_head.conv_seg``, ``auxiliary_head``, and ``all``), and the same for the
+    BatchNorm running statistics (``bn_statistics``). A study result counts only when the
+    runs moved: this is the record of it."""
+    import torch
+
+    state = torch.load(start_checkpoint, map_location="cpu", weights_only=False)  # our own
+    start = state.get("state_dict", state)
+    model = getattr(model, "module", model)
+    sums: Dict[str, list] = {}
+
+    def add(group, now, before):
+        now, before = now.detach().double().cpu(), before.double().cpu()
+        acc = sums.setdefault(group, [0.0, 0.0])
+        acc[0] += float(((now - before) ** 2).sum())
+        acc[1] += float((before ** 2).sum())
+
+    for name, param in model.named_parameters():
+        if name in start and start[name].shape == param.shape:
+            for group in list(_groups(name)) + ["all"]:
+                add(group, param, start[name])
+    for name, buf in model.named_buffers():
+        if name.endswith(("running_mean", "running_var")) and name in start:
+            add("bn_statistics", buf, start[name])
+    return {g: (d ** 0.5) / (n ** 0.5) for g, (d, n) in sorted(sums.items()) if n > 0}
 
 
 def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float,
-                final_iter: int) -> Dict[str, Any]:
+                final_iter: int, weight_change: Dict[str, float] = None) -> Dict[str, Any]:
     """``run.json``: spec, provenance, wall time; written last and atomically by rank 0
     (the workflow's completion marker)."""
     from .provenance import git_commit, package_versions
@@ -56,7 +95,8 @@ def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float
     record = dict(spec=spec, seed=spec["seed"], resumed=resumed, git_commit=git_commit(),
                   world_size=int(os.environ.get("WORLD_SIZE", "1")),
                   versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
-                  final_iter=final_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+                  final_iter=final_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  weight_change=weight_change)
     if distributed_rank() == 0:
         write_json_atomic(record_path, record)
     return record
