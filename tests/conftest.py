@@ -55,7 +55,9 @@ def snakemake(cwd, *args, check=True):
 def smoke(tmp_path_factory):
     """The whole DAG on the smoke study, once per session, in a copy of the workflow."""
     root = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    snakemake(root, "--configfile", "configs/studies/smoke.yaml")
+    proc = snakemake(root, "--configfile", "configs/studies/smoke.yaml")
+    with open(os.path.join(root, "console.log"), "w") as fh:  # what the user saw
+        fh.write(proc.stdout + proc.stderr)
     return root
 
 

@@ -153,6 +153,13 @@ def _cmd_slides(ns) -> int:
     return 0
 
 
+def _cmd_embed_images(ns) -> int:
+    from .slides import embed_images
+
+    print(f"{ns.html}: {embed_images(ns.html)} images embedded")
+    return 0
+
+
 def _cmd_plan(ns) -> int:
     from .plan import format_plan, plan
     from .study import load_study
@@ -299,6 +306,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Markdown table across studies (rewardseg overview) for the last slide")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_cmd_slides)
+
+    p = sub.add_parser("embed-images", help="put a rendered deck's local images into the "
+                                            "HTML itself (data URIs): one movable file")
+    p.add_argument("html")
+    p.set_defaults(func=_cmd_embed_images)
 
     p = sub.add_parser("plan", help="jobs, GPUs and GPU-hours of a study, before submitting")
     p.add_argument("--configfile", default="configs/studies/default.yaml")

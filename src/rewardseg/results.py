@@ -217,6 +217,15 @@ TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
           "per_class_iou.md", "per_class_iou.tex")
 
 
+def _short(verdict: str) -> str:
+    """The table's one-word form of a verdict (the slides' summary has the long one)."""
+    for start, word in (("better", "better"), ("worse", "worse"), ("no difference", "n.s."),
+                        ("same Δ", "untestable"), ("not tested", "untested")):
+        if verdict.startswith(start):
+            return word
+    return ""
+
+
 def _delta_text(row) -> str:
     if pd.isna(row["delta"]):
         return ""
@@ -241,7 +250,7 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "Δ vs control (95% CI)": [_delta_text(row) for _, row in final.iterrows()],
         "p (Holm)": [f"{p:.3f}" if pd.notna(p) else "" for p in final["p_holm"]],
         "MDE (80 %)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde"]],
-        "verdict": [v if v != "control" else "" for v in final["verdict"]],
+        "verdict": [_short(v) for v in final["verdict"]],
     })
     per_class = per_class_table(df).round(2).reset_index()
     texts = {}

@@ -64,6 +64,54 @@ def _summary(metrics_csv: str, labels: Dict[str, str], controls: Dict[str, str])
     return "\n".join(head + shown + ([f"- … and {more} more (table above)"] if more > 0 else []))
 
 
+def split_table(markdown: str, rows: int, heading: str = "") -> str:
+    """A Markdown table of more than ``rows`` rows as several slides (the header repeated,
+    the slide's heading marked "continued"), so that no slide runs past its bottom."""
+    lines = markdown.strip().splitlines()
+    head, body = lines[:2], lines[2:]
+    chunks = [body[i:i + rows] for i in range(0, len(body), rows)] or [[]]
+    parts = ["\n".join(head + chunk) for chunk in chunks]
+    more = f"\n\n---\n\n{heading} (continued)\n\n" if heading else "\n\n---\n\n"
+    return more.join(parts) + "\n"
+
+
+_SRC = re.compile(r'(<img\b[^>]*?\bsrc=")([^"]+)(")')
+
+
+def embed_images(html_path: str) -> int:
+    """Put every local image of a rendered deck into the HTML itself (``data:`` URIs), so
+    that the file can be moved, mailed or uploaded alone. Returns how many were embedded."""
+    import base64
+    import html as html_mod
+    import mimetypes
+    from urllib.parse import unquote
+
+    base = os.path.dirname(os.path.abspath(html_path))
+    with open(html_path) as fh:
+        text = fh.read()
+    embedded = []
+
+    def embed(match):
+        target = html_mod.unescape(match.group(2))
+        if target.startswith("data:") or re.match(r"^[a-z]+://", target):
+            return match.group(0)
+        path = os.path.normpath(os.path.join(base, unquote(target)))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{html_path}: image {target!r} not found ({path})")
+        mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
+        with open(path, "rb") as fh:
+            data = base64.b64encode(fh.read()).decode()
+        embedded.append(path)
+        return f"{match.group(1)}data:{mime};base64,{data}{match.group(3)}"
+
+    text = _SRC.sub(embed, text)
+    tmp = html_path + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, html_path)
+    return len(embedded)
+
+
 def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                  paper_dir: str = "paper", overview: Optional[str] = None) -> str:
     with open(template) as fh:
@@ -90,9 +138,14 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{template}: included file {path!r} does not exist")
         with open(path) as fh:
-            return fh.read()
+            body = fh.read()
+        rows = int(match.group(2) or 0)
+        if not rows:
+            return body
+        heading = [line for line in text[: match.start()].splitlines() if line.startswith("# ")]
+        return split_table(body, rows, heading[-1] if heading else "")
 
-    text = re.sub(r"<!--\s*include:\s*(.+?)\s*-->", include, text)
+    text = re.sub(r"<!--\s*include:\s*(\S+?)(?:\s+rows=(\d+))?\s*-->", include, text)
     out_dir = os.path.dirname(os.path.abspath(out))
 
     def relink(match):

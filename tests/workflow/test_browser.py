@@ -35,18 +35,30 @@ def images(page):
         " ok: i.complete && i.naturalWidth > 0}))")
 
 
-def test_slides_render_with_every_image(smoke, browser):
-    html = os.path.join(smoke, "paper/build/smoke/slides.html")
-    assert os.path.getsize(html) > 10000
+def test_slides_render_with_every_image(smoke, browser, tmp_path):
+    """The deck is one self-contained file: opened after moving it elsewhere, every
+    image loads (embedded), and no slide's content runs past its bottom edge."""
+    built = os.path.join(smoke, "paper/build/smoke/slides.html")
+    assert os.path.getsize(built) > 10000
+    html = str(tmp_path / "moved" / "deck.html")
+    os.makedirs(os.path.dirname(html))
+    shutil.copy(built, html)
     page = browser.new_page(viewport={"width": 1280, "height": 720})
     errors = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto("file://" + html)
     page.wait_for_load_state("load")
     imgs = images(page)
-    assert len(imgs) >= 6, imgs  # experiments, delta, per-class, variance, qualitative
+    assert len(imgs) >= 8, imgs  # experiments, delta, per-class, moved, reward, variance, ...
     assert all(i["ok"] for i in imgs), [i for i in imgs if not i["ok"]]
+    assert all(i["src"].startswith("data:image/png;base64,") for i in imgs), imgs
     assert not errors, errors
+    # Marp draws each slide as a fixed 1280 x 720 <section>: content below it is cut off
+    overflow = page.evaluate(
+        "Array.from(document.querySelectorAll('section')).map((s, i) => ({slide: i + 1,"
+        " over: s.scrollHeight - s.clientHeight}))"
+        ".filter(s => s.over > 1)")
+    assert not overflow, overflow
     # the first result slide: the first one showing an experiment figure
     first = page.evaluate(
         "Array.from(document.querySelectorAll('section')).findIndex("

@@ -13,6 +13,22 @@ from conftest import BIN, ENV, REPO, copy_workflow, kill_after_first_checkpoint,
 from rewardseg.runconfig import tune_spec
 from rewardseg.study import load_study
 
+def test_the_console_shows_where_each_training_job_is(smoke):
+    """One line per evaluation of every training job reaches the console (the job's own
+    output goes to its log)."""
+    study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
+    console = open(os.path.join(smoke, "console.log")).read()
+    tune = study["tuning"]
+    for variant in study["variants"]:
+        for seed in study["seeds"]:
+            for step in range(tune["eval_interval"], tune["iters"] + 1, tune["eval_interval"]):
+                line = f"work/smoke/{variant}/seed{seed}: step {step}/{tune['iters']}, val mIoU "
+                assert line in console, line
+    pre = study["pretrain"]
+    assert f"work/smoke/pretrain: step {pre['iters']}/{pre['iters']}, val mIoU " in console
+    assert "mmengine" not in console  # the training logs stay in the job logs
+
+
 def test_dag_outputs_exist_and_agree(smoke):
     study = load_study(os.path.join(smoke, "configs/studies/smoke.yaml"))
     metrics = pd.read_csv(os.path.join(smoke, "results/smoke/metrics.csv"))

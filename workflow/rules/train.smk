@@ -1,5 +1,7 @@
 # Training: the CE pretraining (or its released checkpoints) and every variant x seed.
 # Only the two training rules are submitted to the cluster under `--profile slurm`.
+# A training job's output goes to its log; one line per evaluation goes to the console
+# (file descriptor 3, a copy of snakemake's stderr: REWARDSEG_PROGRESS_FD).
 
 
 localrules:
@@ -55,8 +57,9 @@ rule pretrain:
         mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
         **SLURM,
     shell:
-        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir}"
-        " --nproc {params.nproc} --threads {threads} > {log} 2>&1"
+        "REWARDSEG_PROGRESS_FD=3 rewardseg stage --spec {params.spec:q}"
+        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
+        " 3>&2 > {log} 2>&1"
 
 
 rule tune:
@@ -78,5 +81,6 @@ rule tune:
         mem_mb=RESOURCES["tune"]["mem_mb"],
         **SLURM,
     shell:
-        "rewardseg stage --spec {params.spec:q} --work-dir {params.work_dir}"
-        " --nproc {params.nproc} --threads {threads} > {log} 2>&1"
+        "REWARDSEG_PROGRESS_FD=3 rewardseg stage --spec {params.spec:q}"
+        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
+        " 3>&2 > {log} 2>&1"

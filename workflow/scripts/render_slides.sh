@@ -11,4 +11,5 @@ if ! command -v npx >/dev/null 2>&1; then
 fi
 tmp="${out}.tmp.html"
 npx --yes "${marp}" --html --allow-local-files "${deck}" -o "${tmp}"
+rewardseg embed-images "${tmp}"   # one self-contained file: it can be moved or mailed
 mv "${tmp}" "${out}"

@@ -99,6 +99,22 @@ class PerClassIoUMetric(IoUMetric):
         return metrics
 
 
+PROGRESS_FD = "REWARDSEG_PROGRESS_FD"
+
+
+def report_progress(line: str) -> None:
+    """One line on the console of the workflow (file descriptor ``$REWARDSEG_PROGRESS_FD``,
+    which the training rules point at snakemake's stderr while the job's own output goes
+    to its log); nothing when unset or closed."""
+    fd = os.environ.get(PROGRESS_FD)
+    if not fd:
+        return
+    try:
+        os.write(int(fd), (line + "\n").encode())
+    except (OSError, ValueError):
+        pass
+
+
 @HOOKS.register_module()
 class ValMetricsRecorder(Hook):
     """Append every validation result, with its training iteration, to a JSON-lines file
@@ -144,3 +160,7 @@ class ValMetricsRecorder(Hook):
         path = os.path.join(runner.work_dir, self.filename)
         with open(path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        total = getattr(runner.train_loop, "max_iters", None) if self.step is None else None
+        miou = record["metrics"].get("mIoU", float("nan"))
+        report_progress(f"{os.path.relpath(runner.work_dir)}: step {record['step']}"
+                        + (f"/{total}" if total else "") + f", val mIoU {miou:.2f}")
