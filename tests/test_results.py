@@ -108,3 +108,17 @@ def test_the_metric_reports_unrounded_iou():
     assert math.isnan(out["IoU.c"])
     assert out["mIoU"] == pytest.approx(np.mean(expected), abs=1e-9)
     assert out["mIoU"] != round(out["mIoU"], 2)
+
+
+def test_the_pretraining_plateau_criterion():
+    from rewardseg.results import pretrain_plateau
+
+    def curve(values):
+        return pd.DataFrame([dict(study="s", variant="pretrain", seed=0, step=s,
+                                  **{"class": "mIoU"}, IoU=v) for s, v in values])
+
+    found = pretrain_plateau(curve([(250, 40.0), (500, 55.0), (750, 59.0), (1000, 59.6)]))
+    assert found == dict(step=750, final_step=1000, final=59.6, gain=pytest.approx(0.6),
+                         converged=True)
+    assert not pretrain_plateau(curve([(500, 40.0), (750, 50.0), (1000, 55.0)]))["converged"]
+    assert pretrain_plateau(curve([(40000, 79.1)])) is None

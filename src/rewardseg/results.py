@@ -198,6 +198,27 @@ def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None) -> 
     return table.sort_values("mean", ascending=False).reset_index(drop=True)
 
 
+PLATEAU_POINTS = 1.0  # the pretraining has converged when its last quarter adds less
+
+
+def pretrain_plateau(df: pd.DataFrame) -> Optional[Dict[str, float]]:
+    """How much the CE pretraining's last quarter added (final mIoU minus the mIoU of the
+    last evaluation at or before 3/4 of its iterations), and whether that is below
+    ``PLATEAU_POINTS``: the report tuned a converged model. None with fewer than two
+    evaluations (released checkpoints: one per release)."""
+    pre = df[(df["variant"] == paths.PRETRAIN) & (df["class"] == "mIoU")].sort_values("step")
+    if len(pre) < 2:
+        return None
+    last = pre.iloc[-1]
+    earlier = pre[pre["step"] <= 0.75 * last["step"]]
+    if earlier.empty:
+        return None
+    before = earlier.iloc[-1]
+    gain = float(last["IoU"] - before["IoU"])
+    return dict(step=int(before["step"]), final_step=int(last["step"]),
+                final=float(last["IoU"]), gain=gain, converged=gain < PLATEAU_POINTS)
+
+
 def best_variant(table: pd.DataFrame) -> Optional[str]:
     """The variant that beats its control by the most (adjusted test), or None."""
     better = table[table["verdict"] == "better than its control"]

@@ -15,12 +15,22 @@ import pandas as pd
 
 from . import paths
 from .data import describe
-from .results import ALPHA, best_variant, final_table
+from .results import ALPHA, PLATEAU_POINTS, best_variant, final_table, pretrain_plateau
 from .runconfig import pretrain_spec
 from .study import (controls, experiments, labels as variant_labels, released_checkpoints,
                     tuning_fields)
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
+
+
+def _plateau(metrics_csv: str) -> str:
+    found = pretrain_plateau(pd.read_csv(metrics_csv))
+    if found is None:
+        return "n/a (fewer than two pretraining evaluations)"
+    verdict = "converged" if found["converged"] else "**not converged**"
+    return (f"final mIoU {found['final']:.2f} at {found['final_step']}; the last quarter "
+            f"(from {found['step']}) added {found['gain']:+.2f} points → {verdict} "
+            f"(criterion < {PLATEAU_POINTS:g})")
 
 
 def _values(study: dict) -> Dict[str, str]:
@@ -130,6 +140,7 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     text = text.replace("<!-- summary -->", _summary(metrics_csv, labels, controls(study)))
+    text = text.replace("{{plateau}}", _plateau(metrics_csv))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)
 
