@@ -1,7 +1,7 @@
 """Gradient scale of each loss term relative to the decode head's cross-entropy.
 
 From a checkpoint of a study's model (default: the default study's CE pretraining at the
-tuning start, ``work/default/pretrain/iter_100.pth``), on ``--steps`` real training
+tuning start, ``work/default/pretrain/iter_750.pth``), on ``--steps`` real training
 batches (the study's train dataloader, ``--batch`` images each, model in train mode),
 every loss term's gradient is taken separately from *one* shared forward pass per batch
 (same weights, same dropout mask, same features; no update between terms):
@@ -33,7 +33,7 @@ A missing synthetic dataset is generated (a few seconds).
 Usage::
 
     python bench/bench_gradients.py                      # default study, CPU, 1 thread
-    python bench/bench_gradients.py --checkpoint work/default/pretrain/iter_100.pth
+    python bench/bench_gradients.py --checkpoint work/default/pretrain/iter_750.pth
     python bench/bench_gradients.py --study configs/studies/mystudy.yaml --device cuda
 
 A user tuning a new dataset runs it with their study to choose a learning rate. This is a
