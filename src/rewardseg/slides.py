@@ -136,7 +136,7 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
     for name, variants in experiments(study).items():
         shown = ", ".join(labels[v] for v in variants)
         exp_slides.append(f"\n---\n\n# {name.replace('_', ' ').capitalize()}\n\n"
-                          f"![h:470](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
+                          f"![h:400](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     text = text.replace("<!-- summary -->", _summary(metrics_csv, labels, controls(study)))
