@@ -254,10 +254,13 @@ def test_overview_has_a_row_per_study_with_results(tmp_path):
     from rewardseg.results import overview
 
     paths = []
-    for study, gain in (("a", 1.0), ("b", -2.0)):
+    # a: +1 (tested: better); b: -2 (worse); c: +0.5 on every seed (no spread: untestable)
+    for study, gain, noise in (("a", 1.0, (0.1, -0.1, 0.0)), ("b", -2.0, (0.1, -0.1, 0.0)),
+                               ("c", 0.5, (0.0, 0.0, 0.0))):
         rows = []
         for seed in range(3):
-            for variant, value in (("control", 50.0 + seed), ("better", 50.0 + seed + gain)):
+            for variant, value in (("control", 50.0 + seed),
+                                   ("better", 50.0 + seed + gain + noise[seed])):
                 rows.append(dict(study=study, variant=variant, seed=seed, step=10,
                                  **{"class": "mIoU"}, IoU=value))
         path = tmp_path / study / "metrics.csv"
@@ -266,11 +269,13 @@ def test_overview_has_a_row_per_study_with_results(tmp_path):
         paths.append(str(path))
     out = tmp_path / "overview.md"
     df = overview(paths, str(out))
-    assert list(df["study"]) == ["a", "b"]
-    assert df.set_index("study").loc["a", "delta"] == pytest.approx(1.0)
-    assert df.set_index("study").loc["b", "below"] == 1
-    assert df.set_index("study").loc["a", "above"] == 1
-    assert out.read_text().count("\n") == 4
+    assert list(df["study"]) == ["a", "b", "c"]
+    rows = df.set_index("study")
+    assert rows.loc["a", "delta"] == pytest.approx(1.0) and rows.loc["a", "best"] == "better"
+    assert (rows.loc["a", "above"], rows.loc["b", "below"]) == (1, 1)
+    assert rows.loc["b", "best"] == "none"  # only a variant that beats its control
+    assert rows.loc["c", "best"] == "none" and rows.loc["c", "above"] == 0
+    assert out.read_text().count("\n") == 5
 
 
 def _prepare_fake(study, tmp_path):
