@@ -158,6 +158,16 @@ def draw(name: str, study: dict, out_png: str, metrics=None, stats=None,
 
 
 # ---------------------------------------------------------------- the figures
+def _lines_per_variant(ax, data, labels: Dict[str, str], x: str = "step", y: str = "value",
+                       **style) -> None:
+    """One line per variant (its label), mean and 95 % band over seeds."""
+    import seaborn as sns
+
+    data = data.assign(label=data["variant"].map(lambda v: labels.get(v, v)))
+    sns.lineplot(data=data, x=x, y=y, hue="label", errorbar=("ci", 95), n_boot=500, seed=0,
+                 ax=ax, **style)
+
+
 @figure("exp_{experiment}", needs=("metrics",), each=lambda study: list(experiments(study)),
         caption="Study ``{study}``, experiment ``{experiment}``: validation mIoU of its "
                 "variants over the fine-tuning steps (mean and 95 % band over seeds) next "
@@ -168,7 +178,6 @@ def experiment_figure(study: dict, metrics, experiment: str):
     the CE pretraining's own trend over the same steps (dash-dotted) and its level at the
     start."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     groups = experiments(study)
     if experiment not in groups:
@@ -181,14 +190,12 @@ def experiment_figure(study: dict, metrics, experiment: str):
     title = f"{study['study']}: {experiment.replace('_', ' ')} (mean, 95 % CI over seeds)"
     miou = metrics[metrics["class"] == "mIoU"]
     sub = miou[miou["variant"].isin(variants)].copy()
-    sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
     pre = miou[miou["variant"] == paths.PRETRAIN].sort_values("step")
     # one start: steps from it; several: pretraining iterations, each curve at its own start
     offset = 0 if len(starts) > 1 else starts[0]
     sub["x"] = sub["step"] + (sub["variant"].map(start_of) if offset == 0 else 0)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    sns.lineplot(data=sub, x="x", y="IoU", hue="label", errorbar=("ci", 95), n_boot=500,
-                 seed=0, ax=ax, marker="o", markersize=3)
+    _lines_per_variant(ax, sub, labels, x="x", y="IoU", marker="o", markersize=3)
     trend = pre[pre["step"] >= min(starts)]
     if len(trend):
         ax.plot(trend["step"] - offset, trend["IoU"], "k-.", lw=1.2,
@@ -274,7 +281,6 @@ def per_class_figure(study: dict, metrics):
                 "the sampled reward: different scales), mean and 95 % band over seeds.")
 def variance_figure(study: dict, stats):
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     labels = variant_labels(study)
     sub = stats[stats["stat"] == "decode.reward_adv_sq"].copy()
@@ -284,10 +290,7 @@ def variance_figure(study: dict, stats):
     fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False,
                              figsize=(5.2 * max(1, len(estimators)), 4.5))
     for ax, estimator in zip(axes[0], estimators):
-        part = sub[sub["estimator"] == estimator].copy()
-        part["label"] = part["variant"].map(lambda v: labels.get(v, v))
-        sns.lineplot(data=part, x="step", y="value", hue="label", errorbar=("ci", 95),
-                     n_boot=500, seed=0, ax=ax, palette="tab20")
+        _lines_per_variant(ax, sub[sub["estimator"] == estimator], labels, palette="tab20")
         ax.set_yscale("log")
         ax.legend(fontsize=6)
         ax.set_title(f"{estimator}", fontsize=10)
@@ -309,15 +312,12 @@ def variance_figure(study: dict, stats):
                 "whether the reward is being optimised.")
 def training_reward_figure(study: dict, stats):
     import matplotlib.pyplot as plt
-    import seaborn as sns
 
     labels = variant_labels(study)
     sub = stats[stats["stat"] == "decode.reward_miou_train"].copy()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     if len(sub):
-        sub["label"] = sub["variant"].map(lambda v: labels.get(v, v))
-        sns.lineplot(data=sub, x="step", y="value", hue="label", errorbar=("ci", 95),
-                     n_boot=500, seed=0, ax=ax, palette="tab20")
+        _lines_per_variant(ax, sub, labels, palette="tab20")
         ax.legend(fontsize=6, ncol=2)
     else:
         ax.text(0.5, 0.5, "no reward-loss runs", ha="center", transform=ax.transAxes)

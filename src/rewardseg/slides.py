@@ -23,8 +23,8 @@ from .study import (controls, experiments, labels as variant_labels, released_ch
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
 
-def _plateau(metrics_csv: str) -> str:
-    found = pretrain_plateau(pd.read_csv(metrics_csv))
+def _plateau(metrics: pd.DataFrame) -> str:
+    found = pretrain_plateau(metrics)
     if found is None:
         return "n/a (fewer than two pretraining evaluations)"
     verdict = "converged" if found["converged"] else "**not converged**"
@@ -54,10 +54,10 @@ def _values(study: dict) -> Dict[str, str]:
     }
 
 
-def _summary(metrics_csv: str, labels: Dict[str, str], controls: Dict[str, str]) -> str:
+def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, str]) -> str:
     """The comparisons in words: what the Holm-adjusted tests allow to say, strongest
     evidence first; the headline names a variant only if it beats its control."""
-    table = final_table(pd.read_csv(metrics_csv), controls)
+    table = final_table(metrics, controls)
     best = best_variant(table)
     head = [f"**Best variant: {labels.get(best, best)}**" if best else
             f"**No variant beats its control** (paired t-tests, Holm-adjusted over "
@@ -139,8 +139,9 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                           f"![h:400](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
-    text = text.replace("<!-- summary -->", _summary(metrics_csv, labels, controls(study)))
-    text = text.replace("{{plateau}}", _plateau(metrics_csv))
+    metrics = pd.read_csv(metrics_csv)
+    text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study)))
+    text = text.replace("{{plateau}}", _plateau(metrics))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)
 
