@@ -14,7 +14,8 @@ from . import paths
 from .study import StudyError, released_checkpoints, variant_fields
 from .vocabulary import OPTIMIZERS
 
-PRETRAIN_DEFAULTS = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0)
+PRETRAIN_DEFAULTS = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0, precision="fp32",
+                         channels_last=False)
 ADAMW_WEIGHT_DECAY = 0.01
 
 
@@ -36,7 +37,8 @@ def pretrain_spec(study: Dict[str, Any], data_dir: str = paths.DATA) -> Dict[str
                 eval_interval=base["eval_interval"],
                 checkpoint_interval=base["checkpoint_interval"], batch_size=base["batch_size"],
                 lr=base["lr"], min_lr=base["min_lr"], loss="ce", aux_head=True,
-                class_weight_smoothing=None, load_from=None,
+                class_weight_smoothing=None, load_from=None, precision=base["precision"],
+                channels_last=bool(base["channels_last"]),
                 released={str(k): v for k, v in released.items()} or None)
 
 
@@ -93,6 +95,7 @@ def build_run_config(spec: Dict[str, Any], record_step: Optional[int] = None):
     from mmengine.config import Config
 
     import rewardseg  # noqa: F401  (compat layer first)
+    from .models.amp import precision_config
     from .models.losses import decode_loss_config
 
     if not os.path.isfile(spec["model_config"]):
@@ -132,4 +135,5 @@ def build_run_config(spec: Dict[str, Any], record_step: Optional[int] = None):
     cfg.model.decode_head.loss_decode = losses
     if not spec.get("aux_head", True):
         cfg.model.auxiliary_head = None
+    precision_config(cfg, spec.get("precision") or "fp32", bool(spec.get("channels_last")))
     return cfg

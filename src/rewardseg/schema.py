@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional
 
 import yaml
 
-from .vocabulary import BASELINES, LOSSES, NORMALIZE, OPTIMIZERS, SAMPLE_AT
+from .vocabulary import BASELINES, LOSSES, NORMALIZE, OPTIMIZERS, PRECISIONS, SAMPLE_AT
 
 SCHEMA = os.path.join(os.path.dirname(__file__), "study.schema.yaml")
 # keys renamed so that "baseline" only ever means the estimator's variance-reduction baseline
@@ -28,6 +28,8 @@ def schema() -> Dict[str, Any]:
     fields["sample_at"]["enum"] = list(SAMPLE_AT)
     fields["normalize"]["enum"] = list(NORMALIZE)
     fields["optimizer"]["enum"] = list(OPTIMIZERS)
+    for block in (fields, out["properties"]["pretrain"]["properties"]):
+        block["precision"]["enum"] = list(PRECISIONS)
     out["properties"]["dataset"]["properties"] = dataset_schema()
     return out
 

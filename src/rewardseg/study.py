@@ -26,7 +26,7 @@ RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "
 TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=None,
                        alpha=0.1, num_samples=2, sample_at="logits", normalize="image",
                        ema_momentum=0.9, ce_weight=0.0, aux_head=True,
-                       class_weight_smoothing=None)
+                       class_weight_smoothing=None, precision="fp32", channels_last=False)
 class StudyError(ValueError):
     """A study config that cannot run; the message names the key."""
 

@@ -29,3 +29,7 @@ LOSSES = ("ce", "lovasz") + ESTIMATORS
 # tuning optimizers: ``sgd`` keeps the model config's (momentum, weight decay); AdamW's
 # update does not depend on the loss's scale (like big_vision's Adafactor)
 OPTIMIZERS = ("sgd", "adamw")
+# training precision of a run: fp32, or mixed precision (autocast) in bfloat16 or in float16
+# with dynamic loss scaling; the reward and its sampling always run in float32
+PRECISIONS = ("fp32", "bf16", "fp16")
+AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}

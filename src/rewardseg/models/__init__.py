@@ -2,6 +2,7 @@
 ``custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)``."""
 import rewardseg  # noqa: F401  (compat layer first)
 
+from .amp import ChannelsLastHook, MixedPrecisionOptimWrapper, precision_config
 from .datasets import (EasyPortraitDataset, MapillaryCityscapesDataset, PerClassIoUMetric,
                        SynthStreetDataset, ValMetricsRecorder)
 from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNHead,
@@ -9,6 +10,6 @@ from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNH
 from .hooks import NonFiniteLossHook, RNGStateHook
 from .losses import BASELINES, ESTIMATORS, RewardLoss, load_class_weight
 
-__all__ = ["EasyPortraitDataset", "MapillaryCityscapesDataset", "PerClassIoUMetric", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
+__all__ = ["ChannelsLastHook", "MixedPrecisionOptimWrapper", "precision_config", "EasyPortraitDataset", "MapillaryCityscapesDataset", "PerClassIoUMetric", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
            "RewardHeadMixin", "NonFiniteLossHook", "RNGStateHook", "RewardLoss",
            "BASELINES", "ESTIMATORS", "load_class_weight"]

@@ -234,14 +234,20 @@ class RewardLoss(nn.Module):
     # ------------------------------------------------------------------ forward
     def forward(self, seg_logits: Tensor, seg_label: Tensor, ignore_index: int = 255,
                 align_corners: bool = False) -> RewardLossOutput:
-        """``seg_logits``: raw head output ``(B, C, h, w)``; ``seg_label``: ``(B, H, W)``."""
+        """``seg_logits``: raw head output ``(B, C, h, w)``; ``seg_label``: ``(B, H, W)``.
+
+        Under mixed precision (autocast, bf16/fp16 logits) everything here - softmax,
+        sampling, reward, loss - runs in float32 on the float32 copy of the logits; the
+        gradient flows back through the cast."""
         if seg_label.dim() == 4:
             seg_label = seg_label.squeeze(1)
         seg_label = seg_label.long()
         self._check_classes(seg_logits.shape[1])
-        if self.estimator == "weighted_ce":
-            return self._weighted_ce(seg_logits, seg_label, ignore_index, align_corners)
-        return self._reinforce(seg_logits, seg_label, ignore_index, align_corners)
+        with torch.autocast(device_type=seg_logits.device.type, enabled=False):
+            seg_logits = seg_logits.float()
+            if self.estimator == "weighted_ce":
+                return self._weighted_ce(seg_logits, seg_label, ignore_index, align_corners)
+            return self._reinforce(seg_logits, seg_label, ignore_index, align_corners)
 
     def _upsample(self, logits: Tensor, size, align_corners: bool) -> Tensor:
         if tuple(logits.shape[-2:]) == tuple(size):
