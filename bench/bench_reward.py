@@ -43,10 +43,13 @@ import numpy as np
 import torch
 
 import rewardseg  # noqa: F401  (compat layer first)
+from rewardseg import rewards
 from rewardseg.rewards import per_image_miou
 
 IGNORE = 255
 CPU_TARGET = 2.0
+GPU_TARGET = 10.0
+METHODS = ("scatter", "reduce")
 
 
 def reference_miou(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
@@ -109,7 +112,9 @@ def timeit(fns, device, repeats, warmup=1):
     return [(statistics.median(t), min(t), t) for t in times]
 
 
-def bench_device(device, args, target=None):
+def bench_device(device, args, target=None, methods=("scatter",)):
+    """Time the loop and ``per_image_miou`` with each counting ``method``; returns a dict
+    for the JSON report."""
     logits, gt = make_inputs(args.batch, args.classes, args.height, args.width, device)
     ((t_argmax, t_argmax_min, _),) = timeit([lambda: logits.argmax(dim=1)], device,
                                             args.repeats)
@@ -117,34 +122,49 @@ def bench_device(device, args, target=None):
     del logits
 
     ref = reference_miou(pred, gt, args.classes)
-    vec = per_image_miou(pred, gt, args.classes, IGNORE)
-    ok = torch.allclose(vec.cpu(), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
-    max_diff = (vec.cpu().double() - ref.double()).abs().max().item()
-    print(f"[{device}] per-image mIoU (vectorised): "
-          + " ".join(f"{v:.4f}" for v in vec.cpu().tolist()))
-    print(f"[{device}] allclose(vectorised, loop): {ok} (max |diff| {max_diff:.2e})")
-    assert ok, "vectorised per_image_miou disagrees with the per-image loop"
+    for method in methods:
+        vec = per_image_miou(pred, gt, args.classes, IGNORE, method=method)
+        ok = torch.allclose(vec.cpu(), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
+        max_diff = (vec.cpu().double() - ref.double()).abs().max().item()
+        print(f"[{device}] allclose({method}, loop): {ok} (max |diff| {max_diff:.2e})")
+        assert ok, f"per_image_miou(method={method!r}) disagrees with the per-image loop"
+    print(f"[{device}] per-image mIoU: " + " ".join(f"{v:.4f}" for v in vec.cpu().tolist()))
 
-    (t_loop, t_loop_min, loop_all), (t_vec, t_vec_min, vec_all) = timeit(
-        [lambda: reference_miou(pred, gt, args.classes),
-         lambda: per_image_miou(pred, gt, args.classes, IGNORE)], device, args.repeats)
-    ratio = t_loop / t_vec
-    paired = statistics.median(a / b for a, b in zip(loop_all, vec_all))
+    fns = [lambda: reference_miou(pred, gt, args.classes)]
+    fns += [lambda m=m: per_image_miou(pred, gt, args.classes, IGNORE, method=m)
+            for m in methods]
+    timed = timeit(fns, device, args.repeats)
+    t_loop, t_loop_min, loop_all = timed[0]
     print()
-    print(f"{'[' + str(device) + ']':<8}{'what':<40}{'median ms':>10}{'min ms':>10}")
-    print(f"{'':<8}{'argmax of logits (for reference)':<40}"
-          f"{t_argmax * 1e3:>10.1f}{t_argmax_min * 1e3:>10.1f}")
-    print(f"{'':<8}{'loop: histc per image + .cpu + nanmean':<40}"
-          f"{t_loop * 1e3:>10.1f}{t_loop_min * 1e3:>10.1f}")
-    print(f"{'':<8}{'vectorised: per_image_miou':<40}"
-          f"{t_vec * 1e3:>10.1f}{t_vec_min * 1e3:>10.1f}")
-    line = (f"[{device}] speed-up loop/vectorised: {ratio:.2f}x (ratio of medians; "
-            f"min {t_loop_min / t_vec_min:.2f}x, paired median {paired:.2f}x)")
+    print(f"{'[' + str(device) + ']':<8}{'what':<44}{'median ms':>10}{'min ms':>10}"
+          f"{'loop/this':>10}{'paired':>8}")
+    print(f"{'':<8}{'argmax of logits (for reference)':<44}"
+          f"{t_argmax * 1e3:>10.2f}{t_argmax_min * 1e3:>10.2f}")
+    print(f"{'':<8}{'loop: histc per image + .cpu + nanmean':<44}"
+          f"{t_loop * 1e3:>10.2f}{t_loop_min * 1e3:>10.2f}")
+    default = rewards.CUDA_COUNTS if device.type == "cuda" else "scatter"
+    report = dict(device=str(device), batch=args.batch, height=args.height, width=args.width,
+                  classes=args.classes, loop_ms=t_loop * 1e3, default_method=default,
+                  methods={})
+    for method, (t_vec, t_vec_min, vec_all) in zip(methods, timed[1:]):
+        paired = statistics.median(a / b for a, b in zip(loop_all, vec_all))
+        mark = " (default)" if method == default else ""
+        print(f"{'':<8}{'vectorised: per_image_miou ' + method + mark:<44}"
+              f"{t_vec * 1e3:>10.2f}{t_vec_min * 1e3:>10.2f}{t_loop / t_vec:>10.2f}"
+              f"{paired:>8.2f}")
+        report["methods"][method] = dict(median_ms=t_vec * 1e3, min_ms=t_vec_min * 1e3,
+                                         speedup=t_loop / t_vec, paired_speedup=paired)
+    ratio = report["methods"][default]["speedup"] if default in report["methods"] else \
+        max(m["speedup"] for m in report["methods"].values())
+    line = f"[{device}] speed-up loop/vectorised ({default}): {ratio:.2f}x (ratio of medians)"
     if target is not None:
         line += f"  target >= {target:.1f}x: {'PASS' if ratio >= target else 'MISS'}"
+        report["target"] = target
+        report["pass"] = ratio >= target
     print(line)
     print()
-    return ratio
+    report["speedup"] = ratio
+    return report
 
 
 def sync_free_check(device, args):
@@ -160,7 +180,8 @@ def sync_free_check(device, args):
     logits0 = torch.randn((b, c, h // 8, w // 8), generator=g).to(device)
     pred = torch.randint(0, c, (b, h, w), generator=g).to(device)
 
-    checks = [("per_image_miou", None),
+    checks = [("per_image_miou method=scatter", "scatter"),
+              ("per_image_miou method=reduce", "reduce"),
               ("RewardLoss reinforce rloo k=2 sample_at=logits",
                dict(estimator="reinforce", baseline="rloo", num_samples=2,
                     sample_at="logits")),
@@ -181,15 +202,15 @@ def sync_free_check(device, args):
 
     def run(kwargs, loss_mod):
         if loss_mod is None:
-            return per_image_miou(pred, label, c, IGNORE)
+            return per_image_miou(pred, label, c, IGNORE, method=kwargs)
         logits = logits0.clone().requires_grad_(True)
         out = loss_mod(logits, label, ignore_index=IGNORE)
         out.loss.backward()
         return logits.grad
 
-    all_ok = True
+    results = {}
     for name, kwargs in checks:
-        loss_mod = None if kwargs is None else RewardLoss(**kwargs).to(device).train()
+        loss_mod = None if isinstance(kwargs, str) else RewardLoss(**kwargs).to(device).train()
         run(kwargs, loss_mod)  # warm-up outside the check (lazy CUDA/library init)
         torch.cuda.synchronize(device)
         try:
@@ -200,10 +221,11 @@ def sync_free_check(device, args):
                 torch.cuda.set_sync_debug_mode("default")
             torch.cuda.synchronize(device)
             print(f"[{device}] no host sync: {name}: OK")
+            results[name] = "OK"
         except RuntimeError as err:
-            all_ok = False
             print(f"[{device}] no host sync: {name}: ERROR: {err}")
-    return all_ok
+            results[name] = f"ERROR: {str(err).splitlines()[0]}"
+    return results
 
 
 def main(argv=None) -> int:
@@ -216,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the numbers to FILE (key 'reward'; merged into "
+                             "FILE if it exists, as bench/gpu_check.sh does)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch.set_num_threads (default 1: far steadier on a shared, "
                              "busy machine; 0 = torch's default, one per core)")
@@ -229,20 +254,40 @@ def main(argv=None) -> int:
           f"{torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs "
           f"({platform.machine()})")
     print()
-    bench_device(torch.device("cpu"), args, target=CPU_TARGET)
+    report = dict(cpu=bench_device(torch.device("cpu"), args, target=CPU_TARGET))
 
     device = torch.device(args.device)
     if device.type != "cuda":
         print("CUDA part skipped (run with --device cuda on a machine with a GPU)")
-        return 0
-    if not torch.cuda.is_available():
+    elif not torch.cuda.is_available():
         print(f"CUDA part skipped: --device {args.device} given but no GPU is available "
               f"(torch {torch.__version__}, cuda {torch.version.cuda})")
-        return 0
-    print(f"GPU: {torch.cuda.get_device_name(device)}")
-    bench_device(device, args)
-    sync_free_check(device, args)
+    else:
+        print(f"GPU: {torch.cuda.get_device_name(device)}")
+        report["gpu"] = bench_device(device, args, target=GPU_TARGET, methods=METHODS)
+        # the reward of a reinforce step: k = 2 sampled maps per image
+        twice = argparse.Namespace(**dict(vars(args), batch=2 * args.batch))
+        print(f"[{device}] the same with {twice.batch} maps (k = 2 samples per image):")
+        report["gpu_k2"] = bench_device(device, twice, methods=METHODS)
+        report["gpu"]["no_host_sync"] = sync_free_check(device, args)
+    if args.json:
+        merge_json(args.json, "reward", report)
     return 0
+
+
+def merge_json(path, key, value):
+    """Write ``value`` under ``key`` into the JSON object in ``path`` (created if absent)."""
+    import json
+
+    data = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            data = json.load(fh)
+    data[key] = value
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

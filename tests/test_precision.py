@@ -38,7 +38,8 @@ def head_output_dtype(runner):
     model.eval()
     try:
         with torch.no_grad(), runner.optim_wrapper.optim_context(model):
-            model(torch.rand(1, 3, 32, 64), mode="tensor")
+            model(torch.rand(1, 3, 32, 64, device=next(model.parameters()).device),
+                  mode="tensor")
     finally:
         handle.remove()
         model.train()

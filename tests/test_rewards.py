@@ -22,9 +22,10 @@ def random_maps(n=5, h=17, w=23, seed=0):
     return pred, gt
 
 
-def test_intersect_union_matches_mmseg_per_image():
+@pytest.mark.parametrize("method", ["scatter", "reduce"])
+def test_intersect_union_matches_mmseg_per_image(method):
     pred, gt = random_maps()
-    inter, union, area_pred, area_gt = intersect_union(pred, gt, C, IGNORE)
+    inter, union, area_pred, area_gt = intersect_union(pred, gt, C, IGNORE, method=method)
     for i in range(pred.shape[0]):
         ref = IoUMetric.intersect_and_union(pred[i], gt[i], C, IGNORE)
         for ours, theirs in zip((inter[i], union[i], area_pred[i], area_gt[i]), ref):
@@ -72,3 +73,19 @@ def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="shape"):
         intersect_union(torch.zeros(1, 2, 2, dtype=torch.long),
                         torch.zeros(1, 2, 3, dtype=torch.long), 3)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])
+def test_both_count_methods_agree_on_larger_maps(dtype):
+    g = torch.Generator().manual_seed(3)
+    gt = torch.randint(0, 19, (3, 64, 96), generator=g)
+    gt[torch.rand((3, 64, 96), generator=g) < 0.1] = IGNORE
+    gt[0, :5] = 19  # a label outside [0, C): not counted, like IGNORE
+    pred = torch.randint(0, 19, (3, 64, 96), generator=g)
+    a = intersect_union(pred, gt.to(dtype), 19, IGNORE, method="scatter")
+    b = intersect_union(pred, gt.to(dtype), 19, IGNORE, method="reduce")
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert a[3].sum() == ((gt != IGNORE) & (gt < 19)).sum()
+    with pytest.raises(ValueError, match="method 'sort' is not one of"):
+        intersect_union(pred, gt, 19, IGNORE, method="sort")
