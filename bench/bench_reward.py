@@ -238,6 +238,8 @@ def main(argv=None) -> int:
     parser.add_argument("--width", type=int, default=1024)
     parser.add_argument("--classes", type=int, default=19)
     parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--no-cpu", action="store_true",
+                        help="skip the CPU timing (with --device cuda: the GPU part only)")
     parser.add_argument("--json", metavar="FILE",
                         help="also write the numbers to FILE (key 'reward'; merged into "
                              "FILE if it exists, as bench/gpu_check.sh does)")
@@ -254,7 +256,9 @@ def main(argv=None) -> int:
           f"{torch.__version__}, threads {torch.get_num_threads()}, {os.cpu_count()} CPUs "
           f"({platform.machine()})")
     print()
-    report = dict(cpu=bench_device(torch.device("cpu"), args, target=CPU_TARGET))
+    report = {}
+    if not args.no_cpu:
+        report["cpu"] = bench_device(torch.device("cpu"), args, target=CPU_TARGET)
 
     device = torch.device(args.device)
     if device.type != "cuda":

@@ -57,7 +57,7 @@ part() {  # part NAME COMMAND...: run one part, timed; remember a failure and go
 }
 # shellcheck disable=SC2086  # $extra: word-split on purpose
 step() { "$PYTHON" bench/bench_step.py --device "$device" --threads 0 --warmup 2 --rounds 3 --steps 2 --json "$tmp" "$@" $extra; }
-[ "$device" = cuda ] && reward_size="" || reward_size="--batch 2 --height 64 --width 128 --repeats 3"
+[ "$device" = cuda ] && reward_size="--no-cpu" || reward_size="--batch 2 --height 64 --width 128 --repeats 3"
 
 part "reward (bench_reward.py)" "$PYTHON" bench/bench_reward.py --device "$device" --repeats 15 $reward_size --json "$tmp"
 part "R-50-D8 steps" step --model cityscapes --batch 2,8 --precision fp32,bf16
