@@ -49,7 +49,8 @@ from rewardseg.rewards import per_image_miou
 IGNORE = 255
 CPU_TARGET = 2.0
 GPU_TARGET = 10.0
-METHODS = ("scatter", "reduce")
+# GPU: bins spread over this many copies (rewards.CUDA_SLOTS is the default)
+SLOTS = (1, 8, 32, 128)
 
 
 def reference_miou(pred: torch.Tensor, gt: torch.Tensor, num_classes: int,
@@ -112,9 +113,11 @@ def timeit(fns, device, repeats, warmup=1):
     return [(statistics.median(t), min(t), t) for t in times]
 
 
-def bench_device(device, args, target=None, methods=("scatter",)):
-    """Time the loop and ``per_image_miou`` with each counting ``method``; returns a dict
-    for the JSON report."""
+def bench_device(device, args, target=None, methods=(None,)):
+    """Time the loop and ``per_image_miou`` with each number of bin copies in ``methods``
+    (``slots``; None: the device's default); returns a dict for the JSON report."""
+    default = rewards.CUDA_SLOTS if device.type == "cuda" else 1
+    methods = [default if m is None else m for m in methods]
     logits, gt = make_inputs(args.batch, args.classes, args.height, args.width, device)
     ((t_argmax, t_argmax_min, _),) = timeit([lambda: logits.argmax(dim=1)], device,
                                             args.repeats)
@@ -123,15 +126,15 @@ def bench_device(device, args, target=None, methods=("scatter",)):
 
     ref = reference_miou(pred, gt, args.classes)
     for method in methods:
-        vec = per_image_miou(pred, gt, args.classes, IGNORE, method=method)
+        vec = per_image_miou(pred, gt, args.classes, IGNORE, slots=method)
         ok = torch.allclose(vec.cpu(), ref, rtol=1e-5, atol=1e-6, equal_nan=True)
         max_diff = (vec.cpu().double() - ref.double()).abs().max().item()
-        print(f"[{device}] allclose({method}, loop): {ok} (max |diff| {max_diff:.2e})")
-        assert ok, f"per_image_miou(method={method!r}) disagrees with the per-image loop"
+        print(f"[{device}] allclose(slots={method}, loop): {ok} (max |diff| {max_diff:.2e})")
+        assert ok, f"per_image_miou(slots={method}) disagrees with the per-image loop"
     print(f"[{device}] per-image mIoU: " + " ".join(f"{v:.4f}" for v in vec.cpu().tolist()))
 
     fns = [lambda: reference_miou(pred, gt, args.classes)]
-    fns += [lambda m=m: per_image_miou(pred, gt, args.classes, IGNORE, method=m)
+    fns += [lambda m=m: per_image_miou(pred, gt, args.classes, IGNORE, slots=m)
             for m in methods]
     timed = timeit(fns, device, args.repeats)
     t_loop, t_loop_min, loop_all = timed[0]
@@ -142,21 +145,20 @@ def bench_device(device, args, target=None, methods=("scatter",)):
           f"{t_argmax * 1e3:>10.2f}{t_argmax_min * 1e3:>10.2f}")
     print(f"{'':<8}{'loop: histc per image + .cpu + nanmean':<44}"
           f"{t_loop * 1e3:>10.2f}{t_loop_min * 1e3:>10.2f}")
-    default = rewards.CUDA_COUNTS if device.type == "cuda" else "scatter"
     report = dict(device=str(device), batch=args.batch, height=args.height, width=args.width,
-                  classes=args.classes, loop_ms=t_loop * 1e3, default_method=default,
+                  classes=args.classes, loop_ms=t_loop * 1e3, default_slots=default,
                   methods={})
     for method, (t_vec, t_vec_min, vec_all) in zip(methods, timed[1:]):
         paired = statistics.median(a / b for a, b in zip(loop_all, vec_all))
         mark = " (default)" if method == default else ""
-        print(f"{'':<8}{'vectorised: per_image_miou ' + method + mark:<44}"
+        print(f"{'':<8}{f'vectorised: per_image_miou slots={method}' + mark:<44}"
               f"{t_vec * 1e3:>10.2f}{t_vec_min * 1e3:>10.2f}{t_loop / t_vec:>10.2f}"
               f"{paired:>8.2f}")
-        report["methods"][method] = dict(median_ms=t_vec * 1e3, min_ms=t_vec_min * 1e3,
+        report["methods"][str(method)] = dict(median_ms=t_vec * 1e3, min_ms=t_vec_min * 1e3,
                                          speedup=t_loop / t_vec, paired_speedup=paired)
-    ratio = report["methods"][default]["speedup"] if default in report["methods"] else \
-        max(m["speedup"] for m in report["methods"].values())
-    line = f"[{device}] speed-up loop/vectorised ({default}): {ratio:.2f}x (ratio of medians)"
+    ratio = report["methods"][str(default)]["speedup"]
+    line = (f"[{device}] speed-up loop/vectorised (slots={default}): {ratio:.2f}x (ratio of "
+            "medians)")
     if target is not None:
         line += f"  target >= {target:.1f}x: {'PASS' if ratio >= target else 'MISS'}"
         report["target"] = target
@@ -180,8 +182,8 @@ def sync_free_check(device, args):
     logits0 = torch.randn((b, c, h // 8, w // 8), generator=g).to(device)
     pred = torch.randint(0, c, (b, h, w), generator=g).to(device)
 
-    checks = [("per_image_miou method=scatter", "scatter"),
-              ("per_image_miou method=reduce", "reduce"),
+    checks = [("per_image_miou slots=1", 1),
+              (f"per_image_miou slots={rewards.CUDA_SLOTS} (default)", None),
               ("RewardLoss reinforce rloo k=2 sample_at=logits",
                dict(estimator="reinforce", baseline="rloo", num_samples=2,
                     sample_at="logits")),
@@ -202,7 +204,7 @@ def sync_free_check(device, args):
 
     def run(kwargs, loss_mod):
         if loss_mod is None:
-            return per_image_miou(pred, label, c, IGNORE, method=kwargs)
+            return per_image_miou(pred, label, c, IGNORE, slots=kwargs)
         logits = logits0.clone().requires_grad_(True)
         out = loss_mod(logits, label, ignore_index=IGNORE)
         out.loss.backward()
@@ -210,7 +212,8 @@ def sync_free_check(device, args):
 
     results = {}
     for name, kwargs in checks:
-        loss_mod = None if isinstance(kwargs, str) else RewardLoss(**kwargs).to(device).train()
+        loss_mod = (None if kwargs is None or isinstance(kwargs, int)
+                    else RewardLoss(**kwargs).to(device).train())
         run(kwargs, loss_mod)  # warm-up outside the check (lazy CUDA/library init)
         torch.cuda.synchronize(device)
         try:
@@ -268,11 +271,11 @@ def main(argv=None) -> int:
               f"(torch {torch.__version__}, cuda {torch.version.cuda})")
     else:
         print(f"GPU: {torch.cuda.get_device_name(device)}")
-        report["gpu"] = bench_device(device, args, target=GPU_TARGET, methods=METHODS)
+        report["gpu"] = bench_device(device, args, target=GPU_TARGET, methods=SLOTS)
         # the reward of a reinforce step: k = 2 sampled maps per image
         twice = argparse.Namespace(**dict(vars(args), batch=2 * args.batch))
         print(f"[{device}] the same with {twice.batch} maps (k = 2 samples per image):")
-        report["gpu_k2"] = bench_device(device, twice, methods=METHODS)
+        report["gpu_k2"] = bench_device(device, twice, methods=SLOTS)
         report["gpu"]["no_host_sync"] = sync_free_check(device, args)
     if args.json:
         merge_json(args.json, "reward", report)

@@ -6,7 +6,7 @@ import torch
 import rewardseg  # noqa: F401
 from mmseg.evaluation.metrics import IoUMetric
 
-from rewardseg.rewards import intersect_union, per_image_iou, per_image_miou
+from rewardseg.rewards import confusion_per_image, intersect_union, per_image_iou, per_image_miou
 
 C = 6
 IGNORE = 255
@@ -22,10 +22,10 @@ def random_maps(n=5, h=17, w=23, seed=0):
     return pred, gt
 
 
-@pytest.mark.parametrize("method", ["scatter", "reduce"])
-def test_intersect_union_matches_mmseg_per_image(method):
+@pytest.mark.parametrize("slots", [1, 3, 32])
+def test_intersect_union_matches_mmseg_per_image(slots):
     pred, gt = random_maps()
-    inter, union, area_pred, area_gt = intersect_union(pred, gt, C, IGNORE, method=method)
+    inter, union, area_pred, area_gt = intersect_union(pred, gt, C, IGNORE, slots=slots)
     for i in range(pred.shape[0]):
         ref = IoUMetric.intersect_and_union(pred[i], gt[i], C, IGNORE)
         for ours, theirs in zip((inter[i], union[i], area_pred[i], area_gt[i]), ref):
@@ -76,16 +76,14 @@ def test_shape_mismatch_is_an_error():
 
 
 @pytest.mark.parametrize("dtype", [torch.int64, torch.uint8])
-def test_both_count_methods_agree_on_larger_maps(dtype):
+def test_spreading_over_slots_gives_the_same_counts(dtype):
     g = torch.Generator().manual_seed(3)
     gt = torch.randint(0, 19, (3, 64, 96), generator=g)
     gt[torch.rand((3, 64, 96), generator=g) < 0.1] = IGNORE
     gt[0, :5] = 19  # a label outside [0, C): not counted, like IGNORE
     pred = torch.randint(0, 19, (3, 64, 96), generator=g)
-    a = intersect_union(pred, gt.to(dtype), 19, IGNORE, method="scatter")
-    b = intersect_union(pred, gt.to(dtype), 19, IGNORE, method="reduce")
-    for x, y in zip(a, b):
-        assert torch.equal(x, y)
-    assert a[3].sum() == ((gt != IGNORE) & (gt < 19)).sum()
-    with pytest.raises(ValueError, match="method 'sort' is not one of"):
-        intersect_union(pred, gt, 19, IGNORE, method="sort")
+    one = confusion_per_image(pred, gt.to(dtype), 19, IGNORE, slots=1)
+    assert one.sum() == ((gt != IGNORE) & (gt < 19)).sum()
+    for slots in (2, 32, 7 * 97):  # 679 slots: more than the pixels of a row
+        assert torch.equal(confusion_per_image(pred, gt.to(dtype), 19, IGNORE, slots=slots),
+                           one)
