@@ -161,11 +161,14 @@ def _cmd_embed_images(ns) -> int:
 
 
 def _cmd_plan(ns) -> int:
-    from .plan import format_plan, plan
+    from .plan import alternatives, format_plan, load_measured, plan
     from .study import load_study
 
     study = load_study(ns.configfile)
-    print(format_plan(study, plan(study, work_root=ns.work_root)))
+    measured = load_measured(ns.measured) if ns.measured else None
+    rows = plan(study, work_root=ns.work_root, measured=measured)
+    alts = alternatives(study, measured) if measured else None
+    print(format_plan(study, rows, alts, measured))
     return 0
 
 
@@ -316,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configfile", default="configs/studies/default.yaml")
     p.add_argument("--work-root", default=paths.WORK,
                    help="where finished runs are looked for to measure seconds per step")
+    p.add_argument("--measured", default=None, metavar="FILE",
+                   help="seconds per step measured by bench/gpu_check.sh (its JSON): "
+                        "preferred to finished runs and to the configured ones; adds the "
+                        "tune stage on other layouts and precisions")
     p.set_defaults(func=_cmd_plan)
 
     p = sub.add_parser("env", help="print the versions of the packages that matter")

@@ -1,22 +1,53 @@
 """`rewardseg plan`: what a study will cost before it is submitted.
 
 Jobs, GPUs and an estimate of GPU-hours per stage, from the number of training steps
-times the seconds per step: measured from finished runs of the study when there are
-some (their ``run.json``), otherwise ``resources.<stage>.seconds_per_step``
-from the study config.
+times the seconds per step, with each stage's layout (GPUs per job x images per GPU, and
+the norm layer: SyncBN across several processes, BN in one) and precision. The seconds
+per step of a run, best source first:
+
+1. ``--measured FILE``: the JSON of ``bench/gpu_check.sh`` (schema
+   ``rewardseg-gpu-check/1``), the row of the same model config, images per GPU,
+   precision and loss (for reinforce also its baseline and samples, where the row names
+   them), else that model / batch / precision's CE row ("measured CE");
+2. finished runs of the study (their ``run.json``: wall time / iterations);
+3. ``resources.<stage>.seconds_per_step`` in the study config ("configured").
+
+The tune stage sums its variants, each at its own rate (a reinforce variant may cost more
+than CE). A measured rate is one GPU's step at its per-GPU batch: DDP's all-reduce is not
+in it. With a measured file, ``alternatives`` also lists the tune stage's global batch on
+other layouts (one GPU x the whole batch, ...) in every precision the file has.
+
+Nothing here imports torch or mmseg: the Snakefile and the light CLI read this module.
 """
 from __future__ import annotations
 
 import glob
 import json
-from typing import Dict, List, Optional
+import os
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import paths
-from .runconfig import tune_spec
+from .runconfig import pretrain_spec, tune_spec
 from .study import released_checkpoints
+from .vocabulary import BASELINES, LOSSES, MIN_SAMPLES
+
+try:
+    from .vocabulary import PRECISIONS
+except ImportError:  # pragma: no cover  (older vocabulary)
+    PRECISIONS = ("fp32", "bf16", "fp16")
 
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
                      "seconds_per_step": 1.0}
+MEASURED_SCHEMA = "rewardseg-gpu-check/1"
+MEASURED_LOSSES = LOSSES
+# a measured row of a reward estimator may name its baseline; one of an estimator that
+# draws samples (a baseline of it needs several: reinforce) also its samples
+ROW_FIELDS = {loss: ("baseline", "num_samples", "sample_at") if set(bs) & set(MIN_SAMPLES)
+              else ("baseline",) for loss, bs in BASELINES.items()}
+MEASURED_STEP_KEYS = ("model_config", "batch_per_gpu", "precision", "loss",
+                      "seconds_per_step")
+DDP_NOTE = ("measured s/step is one GPU's step at its per-GPU batch: for GPUs/job > 1 "
+            "DDP's gradient all-reduce is not included")
 
 
 def stage_resources(study: dict, stage: str) -> Dict[str, float]:
@@ -25,9 +56,134 @@ def stage_resources(study: dict, stage: str) -> Dict[str, float]:
     return res
 
 
-def measured_seconds_per_step(work_root: str, study: str, stage: str) -> Optional[float]:
+def layout(gpus: int, batch_per_gpu: int) -> str:
+    """``4x2 SyncBN``: GPUs per job x images per GPU, and the norm layer the run trains
+    with (``train.prepare_config`` turns SyncBN into BN in a single process)."""
+    gpus = int(gpus)
+    return f"{gpus}x{int(batch_per_gpu)} {'SyncBN' if gpus > 1 else 'BN'}"
+
+
+# ---------------------------------------------------------------- the GPU check's file
+def load_measured(path: str) -> Dict[str, Any]:
+    """The JSON of ``bench/gpu_check.sh``, checked: a ``ValueError`` naming the file and
+    what was expected otherwise."""
+    expect = f"expected a {MEASURED_SCHEMA} JSON file as written by bench/gpu_check.sh"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--measured {path}: no such file")
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--measured {path}: not JSON ({err}); {expect}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--measured {path}: top level is {type(data).__name__}; {expect}")
+    if data.get("schema") != MEASURED_SCHEMA:
+        raise ValueError(f"--measured {path}: schema is {data.get('schema')!r}, not "
+                         f"{MEASURED_SCHEMA!r}; {expect}")
+    if not isinstance(data.get("device"), str) or not data["device"]:
+        raise ValueError(f"--measured {path}: no 'device' (the GPU's name); {expect}")
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not steps:
+        raise ValueError(f"--measured {path}: 'steps' must be a non-empty list; {expect}")
+    for i, row in enumerate(steps):
+        where = f"--measured {path}: steps[{i}]"
+        if not isinstance(row, dict):
+            raise ValueError(f"{where} is not an object; {expect}")
+        # model_config null: a model no study config names (bench_step --model ...)
+        missing = [k for k in MEASURED_STEP_KEYS
+                   if k not in row or (row[k] is None and k != "model_config")]
+        if missing:
+            raise ValueError(f"{where} has no {', '.join(map(repr, missing))}; {expect}")
+        if row["precision"] not in PRECISIONS:
+            raise ValueError(f"{where}: precision {row['precision']!r} is not one of "
+                             f"{', '.join(PRECISIONS)}")
+        if row["loss"] not in MEASURED_LOSSES:
+            raise ValueError(f"{where}: loss {row['loss']!r} is not one of "
+                             f"{', '.join(MEASURED_LOSSES)}")
+        sps = row["seconds_per_step"]
+        if isinstance(sps, bool) or not isinstance(sps, (int, float)) or sps <= 0:
+            raise ValueError(f"{where}: seconds_per_step must be a positive number, "
+                             f"got {sps!r}")
+        if isinstance(row["batch_per_gpu"], bool) or not isinstance(row["batch_per_gpu"], int):
+            raise ValueError(f"{where}: batch_per_gpu must be an integer, "
+                             f"got {row['batch_per_gpu']!r}")
+    return data
+
+
+def match_measured(measured: Dict[str, Any], spec: Dict[str, Any],
+                   batch_per_gpu: Optional[int] = None,
+                   precision: Optional[str] = None) -> Optional[Dict[str, Any]]:
+    """The measured step of a run spec (``batch_per_gpu`` / ``precision`` override the
+    spec's: the alternatives): {seconds_per_step, source, peak_memory_gib, other_format}
+    or None.
+
+    Rows of the same model config file (basename), images per GPU and precision; of
+    those, the same loss (an estimator's row: also the same baseline, and for reinforce
+    num_samples and sample_at, where the row gives them; a row that gives more of them
+    first), else the CE row ("measured CE"). Only rows in the spec's memory format
+    (``channels_last``, default False) when there are any: it changes the step time more
+    than the loss does; a loss measured only in the other format is priced as the CE row
+    times its ratio to CE there ("measured CE x ratio"). Equal rows averaged."""
+    batch = int(spec["batch_size"] if batch_per_gpu is None else batch_per_gpu)
+    precision = precision or spec.get("precision") or "fp32"
+    channels_last = bool(spec.get("channels_last", False))
+    model = os.path.basename(spec["model_config"])
+    rows = [r for r in measured["steps"]
+            if os.path.basename(r["model_config"] or "") == model
+            and int(r["batch_per_gpu"]) == batch and r["precision"] == precision]
+    in_format = [r for r in rows if bool(r.get("channels_last", False)) == channels_last]
+    others = [r for r in rows if bool(r.get("channels_last", False)) != channels_last]
+    other_format = bool(rows) and not in_format
+    rows = in_format or rows
+    loss = spec.get("loss", "ce")
+
+    fields = ROW_FIELDS.get(loss, ())
+
+    def same_loss(row):
+        return row["loss"] == loss and all(row.get(k) is None or row[k] == spec.get(k)
+                                           for k in fields)
+
+    def unnamed(row):  # the estimator's fields the row leaves open
+        return sum(row.get(k) is None for k in fields)
+
+    def pick(candidates, by_fields):
+        key = {id(r): unnamed(r) if by_fields else 0 for r in candidates}
+        best = min(key.values())
+        chosen = [r for r in candidates if key[id(r)] == best]
+        peaks = [r["peak_memory_gib"] for r in chosen if r.get("peak_memory_gib") is not None]
+        return (sum(r["seconds_per_step"] for r in chosen) / len(chosen),
+                max(peaks) if peaks else None)
+
+    device = measured["device"]
+    suffix = f", channels_last={not channels_last}" if other_format else ""
+    own = [r for r in rows if same_loss(r)]
+    ce = [r for r in rows if r["loss"] == "ce"]
+    if own:
+        sps, peak = pick(own, True)
+        return dict(seconds_per_step=sps, source=f"measured, {device}{suffix}",
+                    peak_memory_gib=peak, other_format=other_format)
+    if not ce:
+        return None
+    sps, peak = pick(ce, False)
+    # the loss measured only in the other memory format: its ratio to CE there
+    own_other = [r for r in others if same_loss(r)]
+    ce_other = [r for r in others if r["loss"] == "ce"]
+    if not other_format and own_other and ce_other and loss != "ce":
+        ratio = pick(own_other, True)[0] / pick(ce_other, False)[0]
+        return dict(seconds_per_step=sps * ratio, peak_memory_gib=peak, other_format=False,
+                    source=f"measured CE x ratio (channels_last={not channels_last}), "
+                           f"{device}")
+    return dict(seconds_per_step=sps, source=f"measured CE, {device}{suffix}",
+                peak_memory_gib=peak, other_format=other_format)
+
+
+# ---------------------------------------------------------------- finished runs
+def measured_seconds_per_step(work_root: str, study: str, stage: str,
+                              variant: str = "*") -> Optional[float]:
+    """Mean wall time per iteration of the finished (not resumed) runs of a stage (tune:
+    of ``variant``, default every variant), from their ``run.json``."""
     pattern = paths.run_record(paths.pretrain_dir(study, work_root) if stage == paths.PRETRAIN
-                               else paths.run_dir(study, "*", "*", work_root))
+                               else paths.run_dir(study, variant, "*", work_root))
     rates = []
     for path in glob.glob(pattern):
         with open(path) as fh:
@@ -38,46 +194,204 @@ def measured_seconds_per_step(work_root: str, study: str, stage: str) -> Optiona
     return sum(rates) / len(rates) if rates else None
 
 
-def plan(study: dict, work_root: str = paths.WORK) -> List[dict]:
+def _rate(spec: Dict[str, Any], res: Dict[str, float], measured: Optional[Dict[str, Any]],
+          runs: Optional[float]) -> Tuple[float, str]:
+    if measured is not None:
+        hit = match_measured(measured, spec)
+        if hit:
+            return hit["seconds_per_step"], hit["source"]
+    if runs:
+        return runs, "runs"
+    return float(res["seconds_per_step"]), "configured"
+
+
+def _sources(sources: List[str]) -> str:
+    """One source, or each with its number of variants."""
+    counts: Dict[str, int] = {}
+    for s in sources:
+        counts[s] = counts.get(s, 0) + 1
+    if len(counts) == 1:
+        return sources[0]
+    return "; ".join(f"{s} ({n})" for s, n in counts.items())
+
+
+# ---------------------------------------------------------------- the plan
+def plan(study: dict, work_root: str = paths.WORK,
+         measured: Optional[Dict[str, Any]] = None) -> List[dict]:
+    """One row per stage: jobs, GPUs per job, layout, precision, steps, s/step, GPU-hours
+    and where s/step comes from; the tune row also lists its variants (``by_variant``)."""
     rows = []
     base = stage_resources(study, paths.PRETRAIN)
-    measured = measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
-    sps = measured or base["seconds_per_step"]
+    pspec = pretrain_spec(study)
+    playout = layout(base["gpus"], pspec["batch_size"])
+    pprecision = pspec.get("precision") or "fp32"
     released = released_checkpoints(study)
     if released:  # download + evaluation only: bounded by the job's runtime
         rows.append(dict(stage=f"pretrain (eval {len(released)} released)", jobs=1,
-                         gpus_per_job=base["gpus"], steps=0, seconds_per_step=0.0,
-                         source="runtime limit",
+                         gpus_per_job=base["gpus"], layout=playout, precision=pprecision,
+                         steps=0, seconds_per_step=0.0, source="runtime limit",
                          gpu_hours=base["gpus"] * base["runtime"] / 60.0))
     else:
+        runs = measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
+        sps, source = _rate(pspec, base, measured, runs)
         steps = study["pretrain"]["iters"]
-        rows.append(dict(stage=paths.PRETRAIN, jobs=1, gpus_per_job=base["gpus"], steps=steps,
-                         seconds_per_step=sps, source="measured" if measured else "configured",
+        rows.append(dict(stage=paths.PRETRAIN, jobs=1, gpus_per_job=base["gpus"],
+                         layout=playout, precision=pprecision, steps=steps,
+                         seconds_per_step=sps, source=source,
                          gpu_hours=base["gpus"] * steps * sps / 3600.0))
+
     tune = stage_resources(study, "tune")
-    measured = measured_seconds_per_step(work_root, study["study"], "tune")
-    sps = measured or tune["seconds_per_step"]
-    total_steps = sum(tune_spec(study, v, s)["iters"] for v in study["variants"]
-                      for s in study["seeds"])
+    all_runs = measured_seconds_per_step(work_root, study["study"], "tune")
+    by_variant = []
+    for v in study["variants"]:
+        spec = tune_spec(study, v, study["seeds"][0])
+        runs = measured_seconds_per_step(work_root, study["study"], "tune", v) or all_runs
+        sps, source = _rate(spec, tune, measured, runs)
+        steps = sum(tune_spec(study, v, s)["iters"] for s in study["seeds"])
+        by_variant.append(dict(variant=v, jobs=len(study["seeds"]), steps=steps,
+                               iters=spec["iters"], seconds_per_step=sps, source=source,
+                               layout=layout(tune["gpus"], spec["batch_size"]),
+                               precision=spec.get("precision") or "fp32",
+                               gpu_hours=tune["gpus"] * steps * sps / 3600.0))
+    total_steps = sum(b["steps"] for b in by_variant)
+    gpu_hours = sum(b["gpu_hours"] for b in by_variant)
     jobs = len(study["variants"]) * len(study["seeds"])
-    rows.append(dict(stage="tune", jobs=jobs, gpus_per_job=tune["gpus"], steps=total_steps,
-                     seconds_per_step=sps, source="measured" if measured else "configured",
-                     gpu_hours=tune["gpus"] * total_steps * sps / 3600.0))
+    rows.append(dict(stage="tune", jobs=jobs, gpus_per_job=tune["gpus"],
+                     layout=_sources([b["layout"] for b in by_variant]),
+                     precision=_sources([b["precision"] for b in by_variant]),
+                     steps=total_steps,
+                     # the steps-weighted mean: GPU-h = GPUs x steps x this
+                     seconds_per_step=gpu_hours * 3600.0 / (tune["gpus"] * total_steps)
+                     if total_steps else 0.0,
+                     source=_sources([b["source"] for b in by_variant]),
+                     gpu_hours=gpu_hours, by_variant=by_variant))
     rows.append(dict(stage="data + collect + report", jobs=jobs + 10, gpus_per_job=0,
-                     steps=0, seconds_per_step=0.0, source="-", gpu_hours=0.0))
+                     layout="-", precision="-", steps=0, seconds_per_step=0.0, source="-",
+                     gpu_hours=0.0))
     return rows
 
 
-def format_plan(study: dict, rows: List[dict]) -> str:
+def _precision_order(p: str) -> int:
+    return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
+
+
+def alternatives(study: dict, measured: Dict[str, Any]) -> List[dict]:
+    """The tune stage's global batch on other layouts, from the measured file only: one
+    GPU x the global batch (BN), the configured layout, 4 GPUs x global/4 when it
+    divides; each in every precision the file has for this model. Rows whose variants
+    are not all measured (own row or CE row) have ``gpu_hours`` None."""
+    tune = stage_resources(study, "tune")
+    gpus = int(tune["gpus"])
+    specs = {v: tune_spec(study, v, study["seeds"][0]) for v in study["variants"]}
+    per_gpu = {s["batch_size"] for s in specs.values()}
+    if len(per_gpu) != 1:  # variants with their own batch: no single global batch
+        return []
+    global_batch = gpus * per_gpu.pop()
+    layouts = [(1, global_batch), (gpus, global_batch // gpus)]
+    if global_batch % 4 == 0:
+        layouts.append((4, global_batch // 4))
+    layouts = sorted(set(layouts))
+    model = os.path.basename(study["model"]["config"])
+    formats = sorted({(r["precision"], bool(r.get("channels_last", False)))
+                      for r in measured["steps"]
+                      if os.path.basename(r["model_config"] or "") == model},
+                     key=lambda pc: (pc[1], _precision_order(pc[0])))
+    configured = {(gpus, global_batch // gpus, s.get("precision") or "fp32",
+                   bool(s.get("channels_last", False))) for s in specs.values()}
+    out = []
+    for g, b in layouts:
+        for p, cl in formats:
+            hits = {v: match_measured(measured, dict(s, channels_last=cl), batch_per_gpu=b,
+                                      precision=p)
+                    for v, s in specs.items()}
+            # only rows of this memory format price it
+            if any(h and h["other_format"] for h in hits.values()):
+                hits = {v: None for v in hits}
+            row = dict(layout=layout(g, b), gpus=g, batch_per_gpu=b,
+                       precision=p + ("+CL" if cl else ""), channels_last=cl,
+                       configured=(g, b, p, cl) in configured, gpu_hours=None,
+                       hours_per_job=None, ce_seconds_per_step=None, peak_memory_gib=None,
+                       priced_as_ce=None, variants=len(specs))
+            if all(hits.values()):
+                steps = {v: len(study["seeds"]) * specs[v]["iters"] for v in specs}
+                row["gpu_hours"] = sum(g * steps[v] * hits[v]["seconds_per_step"]
+                                       for v in specs) / 3600.0
+                row["hours_per_job"] = max(specs[v]["iters"] * hits[v]["seconds_per_step"]
+                                           for v in specs) / 3600.0
+                peaks = [h["peak_memory_gib"] for h in hits.values()
+                         if h["peak_memory_gib"] is not None]
+                row["peak_memory_gib"] = max(peaks) if peaks else None
+                row["priced_as_ce"] = sum(h["source"].startswith("measured CE")
+                                          for h in hits.values())
+                ce = match_measured(measured, dict(next(iter(specs.values())), loss="ce",
+                                                   channels_last=cl),
+                                    batch_per_gpu=b, precision=p)
+                row["ce_seconds_per_step"] = ce["seconds_per_step"] if ce else None
+            out.append(row)
+    sizes = sorted({f"{r['height']}x{r['width']}" for r in measured["steps"]
+                    if os.path.basename(r["model_config"] or "") == model
+                    and r.get("height") and r.get("width")})
+    for row in out:
+        row["sizes"] = sizes
+    return out
+
+
+def format_plan(study: dict, rows: List[dict],
+                alternative_rows: Optional[List[dict]] = None,
+                measured: Optional[Dict[str, Any]] = None) -> str:
     lines = [f"study {study['study']}: {len(study['variants'])} variants x "
-             f"{len(study['seeds'])} seeds",
+             f"{len(study['seeds'])} seeds (layout: GPUs/job x images/GPU, norm layer)",
              f"{'stage':<30}{'jobs':>6}{'GPUs/job':>10}{'steps':>10}{'s/step':>9}"
-             f"{'GPU-h':>9}  s/step from"]
+             f"{'GPU-h':>9}  {'layout':<12}{'precision':<11}s/step from"]
     for r in rows:
         lines.append(f"{r['stage']:<30}{r['jobs']:>6}{r['gpus_per_job']:>10}{r['steps']:>10}"
-                     f"{r['seconds_per_step']:>9.2f}{r['gpu_hours']:>9.2f}  {r['source']}")
+                     f"{r['seconds_per_step']:>9.3f}{r['gpu_hours']:>9.2f}  "
+                     f"{r['layout']:<12}{r['precision']:<11}{r['source']}")
     total = sum(r["gpu_hours"] for r in rows)
     gpu_jobs = sum(r["jobs"] for r in rows if r["gpus_per_job"])
     lines.append(f"{'total':<30}{sum(r['jobs'] for r in rows):>6}{'':>10}{'':>10}{'':>9}"
                  f"{total:>9.2f}  ({gpu_jobs} GPU jobs)")
+    tune = next((r for r in rows if r["stage"] == "tune"), None)
+    variants = (tune or {}).get("by_variant") or []
+    if len({(b["seconds_per_step"], b["source"]) for b in variants}) > 1:
+        lines.append("")
+        lines.append("tune by variant:")
+        lines.append(f"  {'variant':<22}{'jobs':>5}{'steps':>10}{'s/step':>9}{'GPU-h':>9}"
+                     "  s/step from")
+        for b in variants:
+            lines.append(f"  {b['variant']:<22}{b['jobs']:>5}{b['steps']:>10}"
+                         f"{b['seconds_per_step']:>9.3f}{b['gpu_hours']:>9.2f}  {b['source']}")
+    if any(r["gpus_per_job"] > 1 and "measured" in r["source"] for r in rows):
+        lines.append(DDP_NOTE)
+    if alternative_rows is not None:
+        lines.append("")
+        device = f", measured on {measured['device']}" if measured else ""
+        if not alternative_rows:
+            lines.append(f"alternatives for tune{device}: none (the variants differ in "
+                         "batch size, or the file has no row for this model)")
+        else:
+            g0 = alternative_rows[0]
+            glob_batch = g0["gpus"] * g0["batch_per_gpu"]
+            sizes = f" at {' / '.join(g0['sizes'])}" if g0.get("sizes") else ""
+            lines.append(f"alternatives for tune: global batch {glob_batch}{device}{sizes}, "
+                         "each variant at its own measured s/step")
+            lines.append(f"  {'layout':<12}{'precision':<11}{'CE s/step':>10}{'GPU-h':>9}"
+                         f"{'h/job':>8}{'peak GiB':>10}{'at CE rate':>12}")
+            missing = []
+            for a in alternative_rows:
+                if a["gpu_hours"] is None:
+                    missing.append(f"{a['layout']} {a['precision']}")
+                    continue
+                ce = ("-" if a["ce_seconds_per_step"] is None
+                      else f"{a['ce_seconds_per_step']:.3f}")
+                peak = "-" if a["peak_memory_gib"] is None else f"{a['peak_memory_gib']:.1f}"
+                mark = "  <- configured" if a["configured"] else ""
+                lines.append(f"  {a['layout']:<12}{a['precision']:<11}{ce:>10}"
+                             f"{a['gpu_hours']:>9.2f}{a['hours_per_job']:>8.2f}{peak:>10}"
+                             f"{str(a['priced_as_ce']) + '/' + str(a['variants']):>12}{mark}")
+            if missing:
+                lines.append(f"  not measured: {', '.join(missing)}")
+            lines.append("  h/job: the longest variant's steps x s/step; GPUs/job > 1 "
+                         "without DDP's all-reduce; at CE rate: variants with no row of "
+                         "their own, priced by the CE row; +CL: channels_last")
     return "\n".join(lines)

@@ -1,5 +1,5 @@
-"""The paper studies (Cityscapes, EasyPortrait, Mapillary): their DAGs, plans and model
-configs, and a baseline from released checkpoints served on 127.0.0.1."""
+"""The paper studies (Cityscapes R-50 and R-18, EasyPortrait, Mapillary): their DAGs,
+plans and model configs, and a baseline from released checkpoints served on 127.0.0.1."""
 import hashlib
 import json
 import os
@@ -13,8 +13,13 @@ import yaml
 from conftest import ENV, REPO, copy_workflow, snakemake
 from fakeserver import FakeServer
 
+def study_config(study):
+    return yaml.safe_load(open(os.path.join(REPO, "configs", "studies", f"{study}.yaml")))
+
+
 STUDIES = {  # study -> (tune jobs, class-weight jobs)
     "cityscapes": (13 * 3, 2),
+    "cityscapes-r18": (6 * 10, 0),
     "easyportrait": (9 * 3, 2),
     "mapillary": (4 * 3, 0),
 }
@@ -46,8 +51,10 @@ def test_paper_study_dry_run_lists_every_job(study, tmp_path):
     assert counts["dataset"] == 1  # one data rule, whatever the source
     # released checkpoints are fetched by local jobs; a baseline trained here fetches
     # its ImageNet backbone instead
-    assert counts.get("released_checkpoint", 0) == (2 if study == "cityscapes" else 0)
-    assert counts.get("pretrained_weights", 0) == (0 if study == "cityscapes" else 1)
+    released = len(study_config(study)["pretrain"].get("released") or {})
+    assert released == {"cityscapes": 2, "cityscapes-r18": 1}.get(study, 0)
+    assert counts.get("released_checkpoint", 0) == released
+    assert counts.get("pretrained_weights", 0) == (0 if released else 1)
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
@@ -63,6 +70,10 @@ def test_plan_prints_gpu_hours(study):
     assert int(jobs) == STUDIES[study][0] and int(gpus) == res["gpus"]
     expected = res["gpus"] * int(steps) * res["seconds_per_step"] / 3600
     assert float(gpu_h) == pytest.approx(expected, abs=0.01)
+    # its layout (GPUs x images per GPU, norm layer) and precision
+    norm = "SyncBN" if res["gpus"] > 1 else "BN"
+    assert tune_row.split()[6:9] == [f"{res['gpus']}x{cfg['tuning']['batch_size']}", norm,
+                                     cfg["tuning"].get("precision", "fp32")]
     assert "total" in proc.stdout.splitlines()[-1]
 
 
@@ -91,8 +102,14 @@ def test_paper_model_configs_build(study):
             assert head.type == ("ASPPHead" if variant == "control" else "RewardASPPHead")
         assert "ValMetricsRecorder" in [h["type"] for h in cfg.custom_hooks]
         assert cfg.val_evaluator.type == "PerClassIoUMetric"
-        n_classes = {"cityscapes": 19, "easyportrait": 8, "mapillary": 19}[study]
+        n_classes = {"cityscapes": 19, "cityscapes-r18": 19, "easyportrait": 8,
+                     "mapillary": 19}[study]
         assert head.num_classes == n_classes
+        # the released checkpoint's architecture: upstream R-18-D8's narrower heads
+        widths = (cfg.model.backbone.depth, head.in_channels, head.channels,
+                  cfg.model.auxiliary_head.in_channels, cfg.model.auxiliary_head.channels)
+        assert widths == ((18, 512, 128, 256, 64) if study == "cityscapes-r18"
+                          else (50, 2048, 512, 1024, 256))
         assert MODELS.get(head.type) is not None
     finally:
         os.chdir(cwd)
@@ -282,8 +299,9 @@ def _prepare_fake(study, tmp_path):
     """A tiny prepared tree of the study's dataset, in the real source layout."""
     from rewardseg.data import prepare
 
-    root = str(tmp_path / "data" / study)
-    if study == "cityscapes":
+    dataset = study_config(study)["dataset"]
+    root = str(tmp_path / "data" / dataset["name"])
+    if dataset["source"] == "cityscapes":
         from test_data_cityscapes import make_archives
 
         local = tmp_path / "local"
@@ -292,7 +310,7 @@ def _prepare_fake(study, tmp_path):
         prepare(root, dict(source="cityscapes", raw_dir=str(tmp_path / "raw"),
                            local_copy=str(local), base_url="http://127.0.0.1:9"),
                 workers=1, progress=False)
-    elif study == "easyportrait":
+    elif dataset["source"] == "easyportrait":
         from test_data_easyportrait import make_dataset, write_tree
 
         write_tree(str(tmp_path / "local"), make_dataset())
@@ -347,7 +365,7 @@ def test_prepared_data_loads_through_the_study_config(study, tmp_path):
 def test_imagenet_weights_only_where_a_baseline_is_trained(tmp_path):
     """Tuning and released baselines load every weight from their start checkpoint, so
     their configs drop the ImageNet init (no download per job); a baseline trained here
-    keeps upstream's open-mmlab://resnet50_v1c."""
+    keeps upstream's open-mmlab://resnet50_v1c (resnet18_v1c for the R-18 model)."""
     from mmengine.config import Config
 
     from rewardseg.pretrained import pretrained_sources
@@ -359,11 +377,12 @@ def test_imagenet_weights_only_where_a_baseline_is_trained(tmp_path):
     try:
         for study in STUDIES:
             st = load_study(os.path.join("configs", "studies", f"{study}.yaml"))
-            assert pretrained_sources(Config.fromfile(st["model"]["config"])) == [
-                "open-mmlab://resnet50_v1c"]
+            imagenet = ("open-mmlab://resnet18_v1c" if study == "cityscapes-r18"
+                        else "open-mmlab://resnet50_v1c")
+            assert pretrained_sources(Config.fromfile(st["model"]["config"])) == [imagenet]
             assert pretrained_sources(build_run_config(tune_spec(st, "control", 0))) == []
             base = pretrained_sources(build_run_config(pretrain_spec(st)))
-            assert base == ([] if study == "cityscapes" else ["open-mmlab://resnet50_v1c"])
+            assert base == ([] if st["pretrain"].get("released") else [imagenet])
     finally:
         os.chdir(cwd)
 
