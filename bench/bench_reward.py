@@ -200,7 +200,9 @@ def sync_free_check(device, args):
               ("RewardLoss reinforce ema k=1 sample_at=logits",
                dict(estimator="reinforce", baseline="ema", num_samples=1)),
               ("RewardLoss weighted_ce alpha=0.1",
-               dict(estimator="weighted_ce", baseline="batch_loo", alpha=0.1))]
+               dict(estimator="weighted_ce", baseline="batch_loo", alpha=0.1)),
+              ("RewardLoss local_expectation k=1 sample_at=logits",
+               dict(estimator="local_expectation", num_samples=1))]
 
     def run(kwargs, loss_mod):
         if loss_mod is None:

@@ -58,12 +58,15 @@ VARIANTS = {
                                      baseline="rloo", num_samples=2, sample_at="label"),
     "reinforce k=4 rloo logits": dict(type="RewardLoss", estimator="reinforce",
                                       baseline="rloo", num_samples=4, sample_at="logits"),
+    "local_expectation k=1": dict(type="RewardLoss", estimator="local_expectation",
+                                  num_samples=1),
 }
 # variant -> target ratio to CE
 TARGETS = {
     "weighted_ce(a=0.1)": 1.05,
     "reinforce k=2 rloo logits": 1.10,
     "reinforce k=2 rloo label": 1.10,
+    "local_expectation k=1": 1.10,
 }
 
 
@@ -72,8 +75,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODEL_CONFIGS = {
     "cityscapes": "configs/mmseg/deeplabv3_r50-d8_4xb2-80k_cityscapes-512x1024.py",
     "cityscapes-r18": "configs/mmseg/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py",
+    "default": "configs/mmseg/deeplabv3_r18-d8-small_synthstreet.py",
 }
-MODEL_NAMES = {"cityscapes": "R-50-D8", "cityscapes-r18": "R-18-D8"}
+MODEL_NAMES = {"cityscapes": "R-50-D8", "cityscapes-r18": "R-18-D8",
+               "default": "R-18-D8 quarter width (the default study's)"}
+# --model -> (batch, height, width) by default: one GPU's share of upstream's 4 x 2, or
+# the default study's tuning batch at its crop size
+MODEL_SIZES = {"cityscapes": (2, 512, 1024), "cityscapes-r18": (2, 512, 1024),
+               "default": (4, 96, 192)}
 # --model cityscapes / cityscapes-r18: the estimators of the Cityscapes studies
 CITYSCAPES_VARIANTS = {
     "ce": None,
@@ -85,6 +94,7 @@ CITYSCAPES_VARIANTS = {
                              num_samples=1),
     "lovasz": dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
                    reduction="none", loss_weight=1.0),
+    "local_expectation k=1": VARIANTS["local_expectation k=1"],
 }
 
 
@@ -154,7 +164,7 @@ def static_bytes(model, optimizer) -> int:
     return total
 
 
-def make_batch(model, batch: int, height: int, width: int, device):
+def make_batch(model, batch: int, height: int, width: int, device, classes=NUM_CLASSES):
     from mmengine.structures import PixelData
     from mmseg.structures import SegDataSample
 
@@ -162,7 +172,7 @@ def make_batch(model, batch: int, height: int, width: int, device):
     inputs = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, generator=g)
     samples = []
     for _ in range(batch):
-        label = torch.randint(0, NUM_CLASSES, (1, height, width), generator=g)
+        label = torch.randint(0, classes, (1, height, width), generator=g)
         label[torch.rand((1, height, width), generator=g) < 0.1] = IGNORE
         s = SegDataSample(metainfo=dict(img_shape=(height, width), pad_shape=(height, width),
                                         ori_shape=(height, width)))
@@ -209,7 +219,8 @@ def main(argv=None) -> int:
                         help="r18: the small benchmark model (default); cityscapes: the "
                              "Cityscapes study's R-50-D8; cityscapes-r18: the R-18-D8 study's "
                              "(both default to batch 2 x 512 x 1024, one GPU's share of "
-                             "upstream's 4xb2)")
+                             "upstream's 4xb2); default: the default study's model at its "
+                             "tuning batch (4 x 96 x 192)")
     parser.add_argument("--batch", type=int_list, default=None,
                         help="images per step, or several: 2,8 (default 8 (r18), 2 (cityscapes))")
     parser.add_argument("--height", type=int, default=None, help="default 128 / 512")
@@ -233,9 +244,10 @@ def main(argv=None) -> int:
                              "absent): what `rewardseg plan --measured FILE` reads")
     args = parser.parse_args(argv)
     big = args.model != "r18"
-    batches = args.batch or [2 if big else 8]
-    args.height = args.height or (512 if big else 128)
-    args.width = args.width or (1024 if big else 256)
+    size = MODEL_SIZES.get(args.model, (8, 128, 256))
+    batches = args.batch or [size[0]]
+    args.height = args.height or size[1]
+    args.width = args.width or size[2]
     precisions = [p for p in args.precision.split(",") if p]
     bad = [p for p in precisions if p not in ("fp32", "bf16", "fp16")]
     if bad:
@@ -258,6 +270,7 @@ def main(argv=None) -> int:
     register_all_modules()
     cfg = (cityscapes_config(args.model, args.height, args.width) if big
            else base_config(args.height, args.width))
+    classes = cfg.model.decode_head.num_classes
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     if device.type == "cuda":  # as the training runs do (mmseg's env_cfg)
         torch.backends.cudnn.benchmark = bool(cfg.get("env_cfg", {}).get("cudnn_benchmark",
@@ -286,7 +299,7 @@ def main(argv=None) -> int:
     model_name = (f"DeepLabV3 {MODEL_NAMES[args.model]} ({MODEL_CONFIGS[args.model]})" if big
                   else "DeepLabV3 ResNetV1c-18 (ASPP 128 ch, FCN aux 64 ch)")
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
-    print(f"bench_step: {model_name}, {NUM_CLASSES} classes, batch {batches} x 3 x "
+    print(f"bench_step: {model_name}, {classes} classes, batch {batches} x 3 x "
           f"{args.height} x {args.width}, precision {precisions}"
           f"{', channels-last' if args.channels_last else ''}, device {device}"
           f"{f' ({gpu})' if gpu else ''}, torch {torch.__version__}, threads "
@@ -298,7 +311,7 @@ def main(argv=None) -> int:
     rows = []
     t_start = time.perf_counter()
     for batch in batches:
-        data = make_batch(models["ce"], batch, args.height, args.width, device)
+        data = make_batch(models["ce"], batch, args.height, args.width, device, classes)
         data["inputs"] = data["inputs"].contiguous(memory_format=memory_format)
         fp32_median = {}
         for precision in precisions:

@@ -16,6 +16,8 @@ ESTIMATOR_CFGS = {
                             num_samples=2)],
     "reinforce_ema_label": [dict(type="RewardLoss", estimator="reinforce", baseline="ema",
                                  num_samples=1, sample_at="label", ce_weight=0.1)],
+    "local_expectation": [dict(type="RewardLoss", estimator="local_expectation",
+                               num_samples=1)],
 }
 
 

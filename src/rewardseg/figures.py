@@ -278,7 +278,10 @@ def per_class_figure(study: dict, metrics):
         caption="Study ``{study}``: the estimators' variance measure E[(R - b)^2] per "
                 "fine-tuning step, averaged over each evaluation interval, one panel per "
                 "estimator (weighted CE's advantage is on the cost 1 - mIoU, REINFORCE's on "
-                "the sampled reward: different scales), mean and 95 % band over seeds.")
+                "the sampled reward, the local expectation's is its per-image expected gain "
+                "sum_j sum_c p_j(c) (R(y_-j, c) - R(y)): different scales; the variance of "
+                "the gradients themselves is measured by bench/bench_variance.py), mean and "
+                "95 % band over seeds.")
 def variance_figure(study: dict, stats):
     import matplotlib.pyplot as plt
 

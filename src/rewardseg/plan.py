@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import paths
 from .runconfig import pretrain_spec, tune_spec
 from .study import released_checkpoints
-from .vocabulary import BASELINES, LOSSES, MIN_SAMPLES
+from .vocabulary import BASELINES, LOSSES, SAMPLING
 
 try:
     from .vocabulary import PRECISIONS
@@ -42,8 +42,8 @@ MEASURED_SCHEMA = "rewardseg-gpu-check/1"
 MEASURED_LOSSES = LOSSES
 # a measured row of a reward estimator may name its baseline; one of an estimator that
 # draws samples (a baseline of it needs several: reinforce) also its samples
-ROW_FIELDS = {loss: ("baseline", "num_samples", "sample_at") if set(bs) & set(MIN_SAMPLES)
-              else ("baseline",) for loss, bs in BASELINES.items()}
+ROW_FIELDS = {loss: ("baseline", "num_samples", "sample_at") if loss in SAMPLING
+              else ("baseline",) for loss in BASELINES}
 MEASURED_STEP_KEYS = ("model_config", "batch_per_gpu", "precision", "loss",
                       "seconds_per_step")
 DDP_NOTE = ("measured s/step is one GPU's step at its per-GPU batch: for GPUs/job > 1 "

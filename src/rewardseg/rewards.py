@@ -108,3 +108,88 @@ def per_image_miou(pred: Tensor, gt: Tensor, num_classes: int, ignore_index: int
     miou = (iou * weight).sum(dim=1) / total.clamp(min=torch.finfo(torch.double).tiny)
     empty = torch.full_like(miou, float(empty_value))
     return torch.where(total > 0, miou, empty).float()
+
+
+def local_reward_changes(pred: Tensor, gt: Tensor, num_classes: int,
+                         ignore_index: int = 255, index: Optional[Tensor] = None,
+                         class_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """How the per-image mIoU changes when one pixel of a label map changes class.
+
+    ``pred``: a sampled map ``(B, h, w)`` at its own resolution; ``gt``: the labels
+    ``(B, H, W)``; ``index``: for each label pixel (flattened ``H*W``), the ``pred`` pixel
+    whose class it takes (nearest upsampling; None: the same size). Returns
+    ``(delta, reward)``: ``delta[b, c, j] = R(y with y_j := c) - R(y)`` as ``(B, C, h, w)``
+    and ``reward = R(y)`` ``(B,)``, both float64 (NaN reward: no valid pixel; its deltas
+    are 0). ``R`` is ``per_image_miou`` (class-weighted with ``class_weight``).
+
+    mIoU depends on a map only through its confusion counts, and changing pixel ``j``
+    from ``a = y_j`` to ``c`` moves the counts of the label pixels copied from it, by
+    their ground truth, from column ``a`` to column ``c``: only classes ``a`` and ``c``
+    change their intersection and union. So every ``R_j(c)`` comes from the image's
+    counts and the per-pixel label histogram ``m[b, k, j]`` (how many valid label pixels
+    of class ``k`` pixel ``j`` is copied to) in a few element-wise passes over
+    ``(B, C, h*w)``: no loop over pixels, no host sync. Float64: a change is about one
+    pixel's share of an image, which float32 cancellation would lose.
+    """
+    bsz, c = pred.shape[0], int(num_classes)
+    hw = pred.shape[-2] * pred.shape[-1]
+    flat = pred.reshape(bsz, hw).long()
+    n_label = gt[0].numel()
+    if index is None:
+        if pred.shape[-2:] != gt.shape[-2:]:
+            raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in "
+                             "size and no index maps one onto the other")
+        index = torch.arange(hw, device=pred.device)
+    label_pred = flat[:, index].view(gt.shape)
+    conf = confusion_per_image(label_pred, gt, c, ignore_index).double()
+    inter = torch.diagonal(conf, dim1=1, dim2=2)
+    area_pred = conf.sum(dim=1)
+    area_gt = conf.sum(dim=2)
+
+    # m[b, k, j]: valid label pixels of class k copied from pred pixel j
+    gt_flat = gt.reshape(bsz, n_label).long()
+    valid = (gt_flat != ignore_index) & (gt_flat >= 0) & (gt_flat < c)
+    image = torch.arange(bsz, device=pred.device)[:, None]
+    code = (image * c + gt_flat.clamp(0, c - 1)) * hw + index[None]
+    size = bsz * c * hw
+    code = torch.where(valid, code, torch.full_like(code, size)).reshape(-1)
+    m = torch.zeros(size + 1, dtype=torch.float64, device=pred.device)
+    m.scatter_add_(0, code, torch.ones((1,), dtype=torch.float64,
+                                       device=pred.device).expand_as(code))
+    m = m[:size].view(bsz, c, hw)
+    moved = m.sum(dim=1)  # (B, hw): label pixels that change with pixel j
+
+    weight = (torch.ones(c, dtype=torch.float64, device=pred.device) if class_weight is None
+              else class_weight.to(device=pred.device, dtype=torch.float64))
+
+    def iou(i, u):  # a present class's IoU, 0 for an absent one
+        return torch.where(u > 0, i / u.clamp(min=1), torch.zeros_like(i))
+
+    union = area_pred + area_gt - inter
+    num = (weight * iou(inter, union)).sum(dim=1)  # (B,)
+    den = (weight * (union > 0).double()).sum(dim=1)
+
+    # class a = y_j loses the pixel's copies: gathered per pixel, (B, hw)
+    i_a, p_a, g_a = (t.gather(1, flat) for t in (inter, area_pred, area_gt))
+    w_a = weight[flat]
+    m_a = m.gather(1, flat[:, None]).squeeze(1)
+    u_a = p_a + g_a - i_a
+    u_a2 = u_a - moved + m_a  # P - M + G - (I - m_a)
+    d_num = (w_a * (iou(i_a - m_a, u_a2) - iou(i_a, u_a)))[:, None]
+    d_den = (w_a * ((u_a2 > 0).double() - (u_a > 0).double()))[:, None]
+    # class c gains them: (B, C, hw)
+    i_c, u_c = inter[:, :, None], union[:, :, None]
+    u_c2 = u_c + moved[:, None] - m
+    w_c = weight[None, :, None]
+    d_num = d_num + w_c * (iou(i_c + m, u_c2) - iou(i_c, u_c))
+    d_den = d_den + w_c * ((u_c2 > 0).double() - (u_c > 0).double())
+
+    n0, d0 = num[:, None, None], den[:, None, None]
+    new_den = d0 + d_den
+    ok = (d0 > 0) & (new_den > 0)
+    delta = (d_num * d0 - n0 * d_den) / torch.where(ok, d0 * new_den, torch.ones_like(d0))
+    same = torch.arange(c, device=pred.device)[None, :, None] == flat[:, None]
+    delta = torch.where(ok & ~same, delta, torch.zeros_like(delta))
+    reward = torch.where(den > 0, num / den.clamp(min=torch.finfo(torch.float64).tiny),
+                         torch.full_like(num, float("nan")))
+    return delta.view(bsz, c, *pred.shape[-2:]), reward

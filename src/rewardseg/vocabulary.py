@@ -11,12 +11,18 @@ code in ``models/losses.py``, its test. (Dataset sources are the modules of
 from __future__ import annotations
 
 # reward estimators of ``RewardLoss`` and, for each, its variance-reduction baselines
-ESTIMATORS = ("weighted_ce", "reinforce")
+# (local_expectation needs none: a baseline constant in the pixel's class cancels exactly)
+ESTIMATORS = ("weighted_ce", "reinforce", "local_expectation")
 BASELINES = {
     "weighted_ce": ("batch_loo", "none"),
     "reinforce": ("none", "second_sample", "rloo", "batch_loo", "ema", "greedy"),
+    "local_expectation": ("none",),
 }
-DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo"}
+DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo",
+                    "local_expectation": "none"}
+# the estimators that sample label maps from the softmax: num_samples, sample_at,
+# normalize and ce_weight are theirs
+SAMPLING = ("reinforce", "local_expectation")
 # what a baseline needs: samples per image (``num_samples``) / images in the global batch
 MIN_SAMPLES = {"rloo": 2}
 MIN_GLOBAL_BATCH = {"batch_loo": 2}

@@ -1,8 +1,9 @@
-"""Reward losses: the original ``weighted_ce`` and the paper's ``reinforce``.
+"""Reward losses: the original ``weighted_ce``, the paper's ``reinforce`` and the
+``local_expectation`` gradient.
 
-Both take the *raw* decode-head logits ``(B, C, h, w)`` and the label map ``(B, H, W)``
-(see :class:`rewardseg.models.heads.RewardHeadMixin`), so that ``reinforce`` can sample
-either at the head's resolution or at the label's.
+All take the *raw* decode-head logits ``(B, C, h, w)`` and the label map ``(B, H, W)``
+(see :class:`rewardseg.models.heads.RewardHeadMixin`), so that the sampling estimators can
+sample either at the head's resolution or at the label's.
 """
 from __future__ import annotations
 
@@ -17,9 +18,9 @@ import torch.nn.functional as F
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..rewards import per_image_miou
+from ..rewards import local_reward_changes, per_image_miou
 from ..vocabulary import (BASELINES, DEFAULT_BASELINE, ESTIMATORS, MIN_SAMPLES, NORMALIZE,
-                          SAMPLE_AT)
+                          SAMPLE_AT, SAMPLING)
 
 
 def process_world() -> tuple:
@@ -106,7 +107,13 @@ class RewardLoss(nn.Module):
             ground truth, weighted by ``r_i - alpha * mean_{j!=i} r_j`` with
             ``r = 1 - mIoU(argmax, gt)``; nothing is sampled) or ``'reinforce'``
             (score-function gradient: ``-(R - b) * log p(y'|x)`` with ``y'`` sampled
-            from the per-pixel softmax and ``R = mIoU(y', gt)``).
+            from the per-pixel softmax and ``R = mIoU(y', gt)``) or
+            ``'local_expectation'`` (Titsias & Lazaro-Gredilla's local expectation
+            gradient: ``-sum_j sum_c p_j(c) * (R(y'_-j, c) - R(y'))``, every pixel's
+            classes summed exactly with the rest of the map sampled; each
+            ``R(y'_-j, c)`` comes from the image's confusion counts,
+            ``rewards.local_reward_changes``). ``num_samples``, ``sample_at``,
+            ``normalize`` and ``ce_weight`` apply to both sampling estimators.
         baseline: variance reduction. ``reinforce``: ``'none'``, ``'second_sample'``
             (the reward of an extra, independent sample of the same image),
             ``'rloo'`` (mean reward of the other ``num_samples - 1`` samples of the
@@ -114,8 +121,8 @@ class RewardLoss(nn.Module):
             the global batch, gathered over every process), ``'ema'`` (moving average of
             past rewards), ``'greedy'`` (self-critical: the reward of the argmax map of
             the same image). ``weighted_ce``: ``'batch_loo'`` (the original) or
-            ``'none'``. Default: ``'batch_loo'`` for ``weighted_ce``, ``'rloo'`` for
-            ``reinforce``.
+            ``'none'``. ``local_expectation``: ``'none'`` (it needs none). Default:
+            ``'batch_loo'`` for ``weighted_ce``, ``'rloo'`` for ``reinforce``.
         alpha: scale of the ``batch_loo`` baseline (0.1 in the original code).
         num_samples: label maps sampled per image (``reinforce``).
         sample_at: ``'logits'`` samples at the head's output resolution and upsamples
@@ -169,7 +176,7 @@ class RewardLoss(nn.Module):
             raise _choice_error("normalize", normalize, NORMALIZE)
         if int(num_samples) < 1:
             raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
-        if int(num_samples) < MIN_SAMPLES.get(baseline, 1) and estimator == "reinforce":
+        if int(num_samples) < MIN_SAMPLES.get(baseline, 1) and estimator in SAMPLING:
             raise ValueError(f"RewardLoss: baseline {baseline!r} needs num_samples >= "
                              f"{MIN_SAMPLES[baseline]}, got {num_samples}")
         if not 0.0 <= float(ema_momentum) < 1.0:
@@ -247,6 +254,9 @@ class RewardLoss(nn.Module):
             seg_logits = seg_logits.float()
             if self.estimator == "weighted_ce":
                 return self._weighted_ce(seg_logits, seg_label, ignore_index, align_corners)
+            if self.estimator == "local_expectation":
+                return self._local_expectation(seg_logits, seg_label, ignore_index,
+                                               align_corners)
             return self._reinforce(seg_logits, seg_label, ignore_index, align_corners)
 
     def _upsample(self, logits: Tensor, size, align_corners: bool) -> Tensor:
@@ -282,7 +292,9 @@ class RewardLoss(nn.Module):
         idx = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True)
         return idx.clamp_(max=c - 1).permute(0, 3, 1, 2)
 
-    def _reinforce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
+    def _sampling_setup(self, logits, label, ignore_index, align_corners):
+        """(logits to sample from, label-to-sample pixel index or None, valid sample
+        pixels) of a sampling estimator."""
         bsz, num_classes = logits.shape[:2]
         out_size = tuple(label.shape[-2:])
         label_valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
@@ -300,6 +312,44 @@ class RewardLoss(nn.Module):
             hits = torch.zeros((bsz, h * w), device=logits.device, dtype=torch.float32)
             hits.index_add_(1, index, label_valid.flatten(1).float())
             valid = (hits > 0).view(bsz, h, w)
+        return logits_s, index, valid
+
+    def _ce_term(self, logits, label, ignore_index, align_corners) -> Tensor:
+        ce_logits = self._upsample(logits, tuple(label.shape[-2:]), align_corners)
+        return self.ce_weight * self._per_image_ce(ce_logits, label, ignore_index).mean()
+
+    def _local_expectation(self, logits, label, ignore_index,
+                           align_corners) -> RewardLossOutput:
+        """``-sum_j sum_c p_j(c) * stopgrad(R(y_-j, c) - R(y))`` per image and sample
+        ``y``, averaged: its gradient is exactly unbiased for ``grad E[R]`` (the policy
+        factorises over pixels), with no noise from pixel ``j``'s own draw."""
+        bsz, num_classes = logits.shape[:2]
+        logits_s, index, valid = self._sampling_setup(logits, label, ignore_index,
+                                                      align_corners)
+        log_probs = F.log_softmax(logits_s.float(), dim=1)
+        k = self.num_samples
+        with torch.no_grad():
+            samples = self._sample(log_probs, k)  # (B, k, h, w)
+            delta, reward = local_reward_changes(
+                samples.flatten(0, 1), label.repeat_interleave(k, dim=0), num_classes,
+                ignore_index, index, self.class_weight)
+            delta = delta.float().view(bsz, k, *delta.shape[1:])  # (B, k, C, h, w)
+            reward = torch.nan_to_num(reward.float(), nan=self.empty_reward).view(bsz, k)
+        # (B, k): sum over pixels and classes of p_j(c) * (R_j(c) - R(y))
+        gain = torch.einsum("bchw,bkchw->bk", log_probs.exp(), delta)
+        if self.normalize == "pixel":
+            gain = gain / valid.flatten(1).sum(1).clamp(min=1)[:, None]
+        loss = -gain.mean()
+        if self.ce_weight:
+            loss = loss + self._ce_term(logits, label, ignore_index, align_corners)
+        return RewardLossOutput(loss * self.loss_weight,
+                                self._stats(reward, gain.detach(), miou=reward))
+
+    def _reinforce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
+        bsz, num_classes = logits.shape[:2]
+        out_size = tuple(label.shape[-2:])
+        logits_s, index, valid = self._sampling_setup(logits, label, ignore_index,
+                                                      align_corners)
         log_probs = F.log_softmax(logits_s.float(), dim=1)
         k = self.num_samples
         extra = k if self.baseline == "second_sample" else 0
@@ -326,9 +376,7 @@ class RewardLoss(nn.Module):
             logp = logp / valid.flatten(1).sum(1).clamp(min=1)[:, None]
         loss = -(advantage * logp).mean()
         if self.ce_weight:
-            ce_logits = self._upsample(logits, out_size, align_corners)
-            loss = loss + self.ce_weight * self._per_image_ce(ce_logits, label,
-                                                              ignore_index).mean()
+            loss = loss + self._ce_term(logits, label, ignore_index, align_corners)
         return RewardLossOutput(loss * self.loss_weight,
                                 self._stats(reward, advantage, miou=reward))
 
@@ -391,7 +439,7 @@ def decode_loss_config(spec: Dict) -> tuple:
                                  reduction="mean", loss_weight=1.0)]
     cfg = dict(type="RewardLoss", estimator=loss, baseline=spec["baseline"],
                alpha=spec["alpha"], class_weight=spec.get("class_weight"))
-    if loss == "reinforce":
+    if loss in SAMPLING:
         cfg.update(num_samples=spec["num_samples"], sample_at=spec["sample_at"],
                    normalize=spec.get("normalize", "image"),
                    ema_momentum=spec["ema_momentum"], ce_weight=spec["ce_weight"])
