@@ -100,8 +100,12 @@ def summarise(samples: Dict[str, torch.Tensor]) -> Dict[str, dict]:
     for name, g in samples.items():
         mean = g.mean(0)
         var = float(((g - mean) ** 2).sum(1).mean() * len(g) / (len(g) - 1))
+        # unbiased: E||mean - E g||^2 = var / draws, so this ratio is about 1 (the
+        # local-expectation rows are part of the reference mean: below 1)
+        gap = float(((mean - signal) ** 2).sum())
         out[name] = dict(var=var, snr=signal_sq / var if var > 0 else float("inf"),
-                         bias=float(((mean - signal) ** 2).sum()), signal_sq=signal_sq)
+                         gap_ratio=gap / (var / len(g)) if var > 0 else float("nan"),
+                         signal_sq=signal_sq)
     return out
 
 
@@ -109,15 +113,18 @@ def report(title: str, summary: Dict[str, dict], times: Dict[str, float], count:
            target: bool) -> List[str]:
     lines = [title,
              f"{'estimator':<30}{'var E|g-Eg|^2':>15}{'SNR':>11}{'var / LE':>11}"
-             f"{'s/draw':>9}"]
+             f"{'s/draw':>9}{'mean check':>12}"]
     for name, s in summary.items():
         ratio = (f"{s['var'] / summary[PAIRS[name]]['var']:.0f}x" if name in PAIRS else "")
         lines.append(f"{name:<30}{s['var']:>15.3e}{s['snr']:>11.3g}{ratio:>11}"
-                     f"{times[name]:>9.3f}")
+                     f"{times[name]:>9.3f}{s['gap_ratio']:>12.2f}")
     first = next(iter(summary.values()))
     lines.append(f"||grad E[R]||^2 (mean of all local-expectation draws): "
                  f"{first['signal_sq']:.3e}; {count} draws each; var / LE: the variance over "
-                 "the local expectation's with as many sampled maps")
+                 "the local expectation's with as many sampled maps; mean check: "
+                 "||mean of the draws - grad E[R]||^2 / (var / draws), about 1 for an "
+                 "unbiased estimator (REINFORCE rows; the local-expectation rows are part "
+                 "of the reference: lower)")
     if target:
         a, b = TARGET_PAIR
         ratio = summary[a]["var"] / summary[b]["var"]

@@ -228,11 +228,11 @@ def test_cli_prints_layout_precision_and_source(measured_file, capsys):
     out = capsys.readouterr().out.splitlines()
     tune = next(l for l in out if l.startswith("tune "))
     fields = tune.split()
-    assert fields[1:6] == ["60", "1", "480000", "0.500", "66.67"]
+    assert fields[1:6] == ["70", "1", "560000", "0.500", "77.78"]  # 7 variants x 10 seeds
     assert fields[6:9] == ["1x8", "BN", "bf16"]
     # the study trains channels-last; the file has bf16 rows in the other format only
     assert tune.endswith(f"measured, {DEVICE}, channels_last=False (1); "
-                         f"measured CE, {DEVICE}, channels_last=False (5)")
+                         f"measured CE, {DEVICE}, channels_last=False (6)")
     pre = next(l for l in out if l.startswith("pretrain"))
     assert "1x8 BN" in pre and "fp32" in pre
     assert any(l.startswith("alternatives for tune") for l in out)
@@ -244,7 +244,7 @@ def test_cli_prints_layout_precision_and_source(measured_file, capsys):
     assert "4x2 SyncBN" in tune and tune.endswith("configured")
     # its one measured row (CE, 1 x 8 fp32) prices every variant on one GPU
     alt = next(l for l in out.splitlines() if l.split()[:3] == ["1x8", "BN", "fp32"])
-    assert alt.split()[3:5] == ["5.000", f"{39 * 40000 * 5.0 / 3600:.2f}"]
+    assert alt.split()[3:5] == ["5.000", f"{42 * 40000 * 5.0 / 3600:.2f}"]  # 14 x 3 runs
     assert "not measured: 4x2 SyncBN fp32" in out
 
 

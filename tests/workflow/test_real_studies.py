@@ -18,8 +18,8 @@ def study_config(study):
 
 
 STUDIES = {  # study -> (tune jobs, class-weight jobs)
-    "cityscapes": (13 * 3, 2),
-    "cityscapes-r18": (6 * 10, 0),
+    "cityscapes": (14 * 3, 2),
+    "cityscapes-r18": (7 * 10, 0),
     "easyportrait": (9 * 3, 2),
     "mapillary": (4 * 3, 0),
 }

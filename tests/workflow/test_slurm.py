@@ -30,7 +30,9 @@ def cluster_up():
 @pytest.fixture(scope="module")
 def slurm():
     if not cluster_up():
-        if shutil.which("slurmctld") is None or os.geteuid() != 0:
+        # Debian puts the daemons in /usr/sbin, which a plain PATH (env -i) lacks
+        daemons = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+        if shutil.which("slurmctld", path=daemons) is None or os.geteuid() != 0:
             pytest.skip("no SLURM here: needs root and Debian's slurm-wlm + munge "
                         "(.ci/run installs them), then tests/workflow/slurm/start-cluster.sh")
         proc = subprocess.run(["bash", START], capture_output=True, text=True)

@@ -5,6 +5,7 @@
 # slurm-wlm + munge packages (`.ci/run` installs them). Idempotent.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then echo "start-cluster.sh: needs root" >&2; exit 1; fi
+export PATH="$PATH:/usr/sbin:/sbin"  # the daemons; a plain PATH (env -i) lacks these
 for bin in slurmctld slurmd munged sinfo; do
     command -v "$bin" >/dev/null || { echo "start-cluster.sh: $bin missing (apt install slurm-wlm munge)" >&2; exit 1; }
 done
