@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import paths
 from .study import controls, experiments, labels as variant_labels, variant_fields
+from .vocabulary import LOGGED_ADVANTAGE
 
 # What a figure may need: the study's metrics.csv, its train_stats.csv, and the finished
 # tuning runs of one seed (under ``work_root``; the qualitative panel loads their models).
@@ -298,7 +299,9 @@ def variance_figure(study: dict, stats):
         ax.legend(fontsize=6)
         ax.set_title(f"{estimator}", fontsize=10)
         ax.set_xlabel("fine-tuning step")
-        ax.set_ylabel("E[(R − b)²] per step (log scale)")
+        advantage = LOGGED_ADVANTAGE.get(estimator, "R − b")
+        ax.set_ylabel(f"E[({advantage})²] per step (log scale)",
+                      fontsize=10 if len(advantage) < 20 else 8)
         ax.grid(alpha=0.3)
     if not estimators:
         axes[0][0].text(0.5, 0.5, "no reward-loss runs", ha="center",

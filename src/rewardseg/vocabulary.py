@@ -23,6 +23,9 @@ DEFAULT_BASELINE = {"weighted_ce": "batch_loo", "reinforce": "rloo",
 # the estimators that sample label maps from the softmax: num_samples, sample_at,
 # normalize and ce_weight are theirs
 SAMPLING = ("reinforce", "local_expectation")
+# what each estimator logs as its advantage (``decode.reward_adv_*``), for axis labels
+LOGGED_ADVANTAGE = {"weighted_ce": "(1 − mIoU) − b", "reinforce": "R − b",
+                    "local_expectation": "Σⱼ Σ_c p_j(c)·(R(y₋ⱼ, c) − R(y))"}
 # what a baseline needs: samples per image (``num_samples``) / images in the global batch
 MIN_SAMPLES = {"rloo": 2}
 MIN_GLOBAL_BATCH = {"batch_loo": 2}
