@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from rewardseg.results import ALPHA, best_variant, final_table, holm, paired_comparison
+from rewardseg.results import (ALPHA, best_variant, final_table, holm,
+                               minimum_detectable_effect, paired_comparison)
 
 
 def test_paired_comparison_is_the_paired_t_test():
@@ -76,6 +77,13 @@ def test_final_table_pairs_each_variant_with_its_own_control_and_adjusts():
     assert compared.loc[raw.index[0], "p_holm"] == pytest.approx(min(1, 4 * raw.iloc[0]))
     assert table.loc["clear_gain", "verdict"] == "better than its control"
     assert table.loc["noise", "verdict"].startswith("no difference detected (MDE ")
+    # the verdict's MDE is at the level of the adjusted tests: alpha / comparisons
+    row = table.loc["noise"]
+    family = int((table["control"] != table.index).sum())
+    assert family > 1
+    expected = minimum_detectable_effect(row["sd_delta"], int(row["pairs"]), ALPHA / family)
+    assert row["mde_holm"] == pytest.approx(expected) and row["mde_holm"] > row["mde"]
+    assert f"(MDE {row['mde_holm']:.2f})" in row["verdict"]
     assert table.loc["rounding", "verdict"].startswith("same Δ on every seed (-0.09)")
     assert best_variant(table.reset_index()) == "clear_gain"
 

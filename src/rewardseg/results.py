@@ -133,8 +133,20 @@ def paired_comparison(diff: Sequence[float], alpha: float = ALPHA,
     t_half = float(stats.t.ppf(1 - alpha / 2, n - 1))
     out.update(ci_low=out["delta"] - t_half * se, ci_high=out["delta"] + t_half * se,
                p=float(2 * stats.t.sf(abs(out["delta"]) / se, n - 1)),
-               mde=(t_half + float(stats.t.ppf(power, n - 1))) * se)
+               mde=minimum_detectable_effect(sd, n, alpha, power))
     return out
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float = ALPHA,
+                              power: float = POWER) -> float:
+    """The true paired Δ that ``n`` seeds with spread ``sd`` detect with probability
+    ``power`` in a two-sided t-test at level ``alpha``: ``(t_{1-a/2} + t_power)·sd/√n``."""
+    from scipy import stats
+
+    if n < 2 or not sd > 0:
+        return float("nan")
+    return ((float(stats.t.ppf(1 - alpha / 2, n - 1)) + float(stats.t.ppf(power, n - 1)))
+            * sd / math.sqrt(n))
 
 
 def holm(pvalues: Sequence[float]) -> List[float]:
@@ -159,16 +171,19 @@ def verdict(row, alpha: float = ALPHA) -> str:
         return f"same Δ on every seed ({row['delta']:+.2f}): not testable"
     if pd.notna(row.get("p_holm")) and row["p_holm"] < alpha:
         return "better than its control" if row["delta"] > 0 else "worse than its control"
-    if pd.isna(row.get("mde")):
+    mde = row.get("mde_holm", row.get("mde"))
+    if pd.isna(mde):
         return "not tested (fewer than 2 seeds)"
-    return f"no difference detected (MDE {row['mde']:.2f})"
+    return f"no difference detected (MDE {mde:.2f})"
 
 
 def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None) -> pd.DataFrame:
     """Final mIoU per variant (mean ± std over seeds) and its comparison with its control
     (``controls``: variant -> its control, default ``control``; a control maps to itself):
     Δ paired by seed, 95 % CI, paired t-test p-value, Holm-adjusted over every comparison
-    of the table, minimum detectable effect at 80 % power, and the verdict."""
+    of the table, minimum detectable effect at 80 % power (``mde`` at ``ALPHA``;
+    ``mde_holm`` at ``ALPHA / comparisons``, the strictest level Holm tests at, so that
+    "no difference detected" is stated at the level the verdicts use), and the verdict."""
     controls = dict(controls or {})
     miou = df[(df["class"] == "mIoU") & (df["variant"] != paths.PRETRAIN)]
     last = miou.loc[miou.groupby(["variant", "seed"])["step"].idxmax()]
@@ -194,6 +209,12 @@ def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None) -> 
     compared = table["control"] != table["variant"]
     table["p_holm"] = float("nan")
     table.loc[compared, "p_holm"] = holm(table.loc[compared, "p"])
+    # the MDE at the level the verdicts use: Holm's strictest step, alpha / comparisons
+    family = max(1, int(compared.sum()))
+    table["mde_holm"] = [
+        minimum_detectable_effect(row["sd_delta"], int(row["pairs"]), ALPHA / family)
+        if c and not row["constant"] and pd.notna(row.get("pairs")) else float("nan")
+        for c, (_, row) in zip(compared, table.iterrows())]
     table["verdict"] = [verdict(row) for _, row in table.iterrows()]
     return table.sort_values("mean", ascending=False).reset_index(drop=True)
 
@@ -270,7 +291,7 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "control": [c if c != v else "" for v, c in zip(final["variant"], final["control"])],
         "Δ vs control (95% CI)": [_delta_text(row) for _, row in final.iterrows()],
         "p (Holm)": [f"{p:.3f}" if pd.notna(p) else "" for p in final["p_holm"]],
-        "MDE (80 %)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde"]],
+        "MDE (80 %, Holm)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde_holm"]],
         "verdict": [_short(v) for v in final["verdict"]],
     })
     per_class = per_class_table(df).round(2).reset_index()
