@@ -456,3 +456,15 @@ def test_lint_has_only_the_software_deployment_reminder(study, tmp_path):
     items = text.count("\n    * ")
     assert rules >= 5 and reminders == rules == items, text[-3000:]
     assert "Lints for snakefile" not in text and "localrules directive" not in text
+
+
+def test_more_seeds_from_the_command_line(tmp_path):
+    """The README's 5-seed run: --config seeds=[...] on top of the study's config file."""
+    root = copy_workflow(tmp_path / "wf")
+    study = study_config("default")
+    proc = snakemake(root, "-n", "--configfile", "configs/studies/default.yaml",
+                     "--config", "seeds=[0,1,2,3,4]")
+    assert job_counts(proc.stdout)["tune"] == 5 * len(study["variants"])
+    bad = snakemake(root, "-n", "--configfile", "configs/studies/default.yaml",
+                    "--config", "seeds=[0,x]", check=False)
+    assert bad.returncode != 0 and "seeds.1" in bad.stdout + bad.stderr

@@ -13,6 +13,11 @@ from rewardseg.runconfig import pretrain_spec, tune_spec
 from rewardseg.study import (StudyError, check_study, experiments, released_checkpoints,
                              variant_fields)
 
+# `--config 'seeds=[0,1,2,3,4]'` (on top of --configfile) reaches us as strings
+if isinstance(config.get("seeds"), list):
+    config["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdigit() else s
+                       for s in config["seeds"]]
+
 try:  # the JSON schema (enums from rewardseg.vocabulary), then the cross-field checks
     check_study(config, source="study config")
 except StudyError as err:
