@@ -1,8 +1,10 @@
 """Set-up shared by the benchmark scripts (imported by them as a sibling module)."""
 from __future__ import annotations
 
+import json
+import os
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -17,3 +19,17 @@ def select_device(name: str, threads: int) -> Optional[torch.device]:
         print("--device cuda given but no CUDA device is available", file=sys.stderr)
         return None
     return device
+
+
+def update_json(path: str, update: Callable[[dict], None]) -> None:
+    """Apply ``update`` to the JSON object in ``path`` (``{}`` when absent) and write it
+    back atomically: the GPU check's parts each add theirs to one file."""
+    data = {}
+    if os.path.exists(path):
+        with open(path) as fh:
+            data = json.load(fh)
+    update(data)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1)
+    os.replace(tmp, path)

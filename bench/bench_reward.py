@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 import rewardseg  # noqa: F401  (compat layer first)
+from _benchutil import update_json
 from rewardseg import rewards
 from rewardseg.rewards import per_image_miou
 
@@ -280,23 +281,8 @@ def main(argv=None) -> int:
         report["gpu_k2"] = bench_device(device, twice, methods=SLOTS)
         report["gpu"]["no_host_sync"] = sync_free_check(device, args)
     if args.json:
-        merge_json(args.json, "reward", report)
+        update_json(args.json, lambda data: data.update(reward=report))
     return 0
-
-
-def merge_json(path, key, value):
-    """Write ``value`` under ``key`` into the JSON object in ``path`` (created if absent)."""
-    import json
-
-    data = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            data = json.load(fh)
-    data[key] = value
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import time
 import warnings
 
 import torch
-from _benchutil import select_device
+from _benchutil import select_device, update_json
 
 import rewardseg  # noqa: F401  (compat layer first)
 
@@ -434,22 +434,15 @@ def print_table(result: dict, device) -> None:
 
 
 def write_rows(path: str, rows: list, device_name) -> None:
-    """Append ``rows`` to the ``steps`` list of the JSON file ``path`` (atomically)."""
-    import json
+    """Append ``rows`` to the ``steps`` list of the JSON file ``path``."""
+    def update(data):
+        data.setdefault("schema", "rewardseg-gpu-check/1")
+        if device_name:
+            data.setdefault("device", device_name)
+        data.setdefault("torch", torch.__version__)
+        data.setdefault("steps", []).extend(rows)
 
-    data = {}
-    if os.path.exists(path):
-        with open(path) as fh:
-            data = json.load(fh)
-    data.setdefault("schema", "rewardseg-gpu-check/1")
-    if device_name:
-        data.setdefault("device", device_name)
-    data.setdefault("torch", torch.__version__)
-    data.setdefault("steps", []).extend(rows)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(data, fh, indent=1)
-    os.replace(tmp, path)
+    update_json(path, update)
 
 
 if __name__ == "__main__":

@@ -313,8 +313,8 @@ def variance_figure(study: dict, stats):
 
 @figure("training_reward", needs=("stats",),
         caption="Study ``{study}``: the objective during fine-tuning, the per-image mIoU of "
-                "the training batches' label maps (sampled for REINFORCE, argmax for weighted "
-                "CE), averaged over each evaluation interval, mean and 95 % band over seeds: "
+                "the training batches' label maps (sampled for REINFORCE and the local "
+                "expectation, argmax for weighted CE), averaged over each evaluation interval, mean and 95 % band over seeds: "
                 "whether the reward is being optimised.")
 def training_reward_figure(study: dict, stats):
     import matplotlib.pyplot as plt

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections import Counter
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import paths
@@ -39,7 +40,6 @@ except ImportError:  # pragma: no cover  (older vocabulary)
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
                      "seconds_per_step": 1.0}
 MEASURED_SCHEMA = "rewardseg-gpu-check/1"
-MEASURED_LOSSES = LOSSES
 # a measured row of a reward estimator may name its baseline; one of an estimator that
 # draws samples (a baseline of it needs several: reinforce) also its samples
 ROW_FIELDS = {loss: ("baseline", "num_samples", "sample_at") if loss in SAMPLING
@@ -97,9 +97,9 @@ def load_measured(path: str) -> Dict[str, Any]:
         if row["precision"] not in PRECISIONS:
             raise ValueError(f"{where}: precision {row['precision']!r} is not one of "
                              f"{', '.join(PRECISIONS)}")
-        if row["loss"] not in MEASURED_LOSSES:
+        if row["loss"] not in LOSSES:
             raise ValueError(f"{where}: loss {row['loss']!r} is not one of "
-                             f"{', '.join(MEASURED_LOSSES)}")
+                             f"{', '.join(LOSSES)}")
         sps = row["seconds_per_step"]
         if isinstance(sps, bool) or not isinstance(sps, (int, float)) or sps <= 0:
             raise ValueError(f"{where}: seconds_per_step must be a positive number, "
@@ -178,20 +178,36 @@ def match_measured(measured: Dict[str, Any], spec: Dict[str, Any],
 
 
 # ---------------------------------------------------------------- finished runs
-def measured_seconds_per_step(work_root: str, study: str, stage: str,
-                              variant: str = "*") -> Optional[float]:
-    """Mean wall time per iteration of the finished (not resumed) runs of a stage (tune:
-    of ``variant``, default every variant), from their ``run.json``."""
+def _mean(values: List[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def run_rates(work_root: str, study: str, stage: str) -> Dict[str, List[float]]:
+    """Wall time per iteration of each finished (not resumed) run of a stage, from its
+    ``run.json``, by variant (the pretraining: under its own name)."""
     pattern = paths.run_record(paths.pretrain_dir(study, work_root) if stage == paths.PRETRAIN
-                               else paths.run_dir(study, variant, "*", work_root))
-    rates = []
+                               else paths.run_dir(study, "*", "*", work_root))
+    rates: Dict[str, List[float]] = {}
     for path in glob.glob(pattern):
         with open(path) as fh:
             record = json.load(fh)
         iters = record.get("spec", {}).get("iters")
         if iters and record.get("wall_time_s") and not record.get("resumed"):
-            rates.append(record["wall_time_s"] / iters)
-    return sum(rates) / len(rates) if rates else None
+            # work/<study>/<variant>/seed<k>/run.json (the pretraining: its own folder)
+            variant = os.path.basename(os.path.dirname(os.path.dirname(path)))
+            rates.setdefault(variant if stage != paths.PRETRAIN else stage, []).append(
+                record["wall_time_s"] / iters)
+    return rates
+
+
+def measured_seconds_per_step(work_root: str, study: str, stage: str,
+                              variant: Optional[str] = None) -> Optional[float]:
+    """Mean wall time per iteration of the finished (not resumed) runs of a stage (tune:
+    of ``variant``, default every variant), from their ``run.json``."""
+    rates = run_rates(work_root, study, stage)
+    if variant is not None:
+        return _mean(rates.get(variant, []))
+    return _mean([r for values in rates.values() for r in values])
 
 
 def _rate(spec: Dict[str, Any], res: Dict[str, float], measured: Optional[Dict[str, Any]],
@@ -207,9 +223,7 @@ def _rate(spec: Dict[str, Any], res: Dict[str, float], measured: Optional[Dict[s
 
 def _sources(sources: List[str]) -> str:
     """One source, or each with its number of variants."""
-    counts: Dict[str, int] = {}
-    for s in sources:
-        counts[s] = counts.get(s, 0) + 1
+    counts = Counter(sources)
     if len(counts) == 1:
         return sources[0]
     return "; ".join(f"{s} ({n})" for s, n in counts.items())
@@ -241,13 +255,14 @@ def plan(study: dict, work_root: str = paths.WORK,
                          gpu_hours=base["gpus"] * steps * sps / 3600.0))
 
     tune = stage_resources(study, "tune")
-    all_runs = measured_seconds_per_step(work_root, study["study"], "tune")
+    rates = run_rates(work_root, study["study"], "tune")  # one pass over run.json
+    all_runs = _mean([r for values in rates.values() for r in values])
     by_variant = []
     for v in study["variants"]:
         spec = tune_spec(study, v, study["seeds"][0])
-        runs = measured_seconds_per_step(work_root, study["study"], "tune", v) or all_runs
+        runs = _mean(rates.get(v, [])) or all_runs
         sps, source = _rate(spec, tune, measured, runs)
-        steps = sum(tune_spec(study, v, s)["iters"] for s in study["seeds"])
+        steps = len(study["seeds"]) * spec["iters"]  # the seed changes nothing else
         by_variant.append(dict(variant=v, jobs=len(study["seeds"]), steps=steps,
                                iters=spec["iters"], seconds_per_step=sps, source=source,
                                layout=layout(tune["gpus"], spec["batch_size"]),

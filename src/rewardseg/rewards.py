@@ -134,20 +134,14 @@ def local_reward_changes(pred: Tensor, gt: Tensor, num_classes: int,
     bsz, c = pred.shape[0], int(num_classes)
     hw = pred.shape[-2] * pred.shape[-1]
     flat = pred.reshape(bsz, hw).long()
-    n_label = gt[0].numel()
     if index is None:
         if pred.shape[-2:] != gt.shape[-2:]:
             raise ValueError(f"pred {tuple(pred.shape)} and gt {tuple(gt.shape)} differ in "
                              "size and no index maps one onto the other")
         index = torch.arange(hw, device=pred.device)
-    label_pred = flat[:, index].view(gt.shape)
-    conf = confusion_per_image(label_pred, gt, c, ignore_index).double()
-    inter = torch.diagonal(conf, dim1=1, dim2=2)
-    area_pred = conf.sum(dim=1)
-    area_gt = conf.sum(dim=2)
 
     # m[b, k, j]: valid label pixels of class k copied from pred pixel j
-    gt_flat = gt.reshape(bsz, n_label).long()
+    gt_flat = gt.reshape(bsz, -1).long()
     valid = (gt_flat != ignore_index) & (gt_flat >= 0) & (gt_flat < c)
     image = torch.arange(bsz, device=pred.device)[:, None]
     code = (image * c + gt_flat.clamp(0, c - 1)) * hw + index[None]
@@ -158,6 +152,12 @@ def local_reward_changes(pred: Tensor, gt: Tensor, num_classes: int,
                                        device=pred.device).expand_as(code))
     m = m[:size].view(bsz, c, hw)
     moved = m.sum(dim=1)  # (B, hw): label pixels that change with pixel j
+    # the image's confusion counts [b, gt class, predicted class] follow from m and y
+    conf = torch.zeros((bsz, c, c), dtype=torch.float64, device=pred.device)
+    conf.scatter_add_(2, flat[:, None, :].expand(bsz, c, hw), m)
+    inter = torch.diagonal(conf, dim1=1, dim2=2)
+    area_pred = conf.sum(dim=1)
+    area_gt = conf.sum(dim=2)
 
     weight = (torch.ones(c, dtype=torch.float64, device=pred.device) if class_weight is None
               else class_weight.to(device=pred.device, dtype=torch.float64))

@@ -29,12 +29,6 @@ from mmseg.registry import HOOKS, OPTIM_WRAPPERS
 from ..vocabulary import AMP_DTYPES, PRECISIONS
 
 
-def _model_device(model: nn.Module) -> str:
-    for param in model.parameters():
-        return param.device.type
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 @OPTIM_WRAPPERS.register_module()
 class MixedPrecisionOptimWrapper(AmpOptimWrapper):
     """``AmpOptimWrapper`` on the model's device (CPU included).
@@ -68,6 +62,7 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
         self.loss_scaler = torch.amp.GradScaler(self._device_type, enabled=enabled, **options)
 
     def _optimizer_device(self) -> str:
+        """The parameters' device type: where the model runs and autocasts."""
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 return param.device.type
@@ -76,7 +71,7 @@ class MixedPrecisionOptimWrapper(AmpOptimWrapper):
     @contextmanager
     def optim_context(self, model: nn.Module):
         with OptimWrapper.optim_context(self, model), \
-                torch.autocast(device_type=_model_device(model), dtype=self.cast_dtype):
+                torch.autocast(device_type=self._device_type, dtype=self.cast_dtype):
             yield
 
 
