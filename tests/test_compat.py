@@ -165,3 +165,28 @@ def test_the_compat_layer_applies_at_the_first_mm_import_and_not_before(first):
     ])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_config_text_is_formatted_once_and_unchanged():
+    """mmengine's runner formats the config with yapf ~8 times a run; the memoised
+    formatter gives yapf's own text and formats each distinct text once."""
+    import mmengine.config.config as config_mod
+    from mmengine.config import Config
+    from yapf.yapflib.yapf_api import FormatCode
+
+    assert getattr(config_mod.FormatCode, "rewardseg_memoised", False)
+    cfg = Config(dict(model=dict(type="EncoderDecoder", num_classes=8),
+                      train_cfg=dict(type="IterBasedTrainLoop", max_iters=123)))
+    before = config_mod.FormatCode.cache_info()
+    first = cfg.pretty_text
+    second = cfg.pretty_text
+    after = config_mod.FormatCode.cache_info()
+    assert after.misses == before.misses + 1 and after.hits == before.hits + 1
+    assert first == second and "max_iters=123" in first
+    cfg.train_cfg.max_iters = 456  # a changed config is formatted anew
+    assert "max_iters=456" in cfg.pretty_text
+    # the same text yapf gives without the cache
+    plain = Config(dict(cfg.to_dict()), format_python_code=False).pretty_text
+    style = dict(based_on_style="pep8", blank_line_before_nested_class_or_def=True,
+                 split_before_expression_after_opening_paren=True)
+    assert cfg.pretty_text == FormatCode(plain, style_config=style)[0]
