@@ -106,9 +106,11 @@ def test_mmengine_checkpoint_with_history_buffer_loads(tmp_path):
     if tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 6):
         with pytest.raises(Exception):
             torch.load(path)
-    # ... mmengine's loader (as patched) reads it
+    # ... mmengine's loader (as patched: weights_only=True, with HistoryBuffer and the
+    # numpy types it holds allowed, rewardseg.compat.CHECKPOINT_GLOBALS) reads it
     ckpt = _load_checkpoint(path, map_location="cpu")
     assert isinstance(ckpt["message_hub"]["buf"], HistoryBuffer)
+    assert ckpt["message_hub"]["buf"].current() == 1.0
 
 
 def test_mmseg_base_configs_resolve_without_pkg_resources():
@@ -161,7 +163,8 @@ def test_the_compat_layer_applies_at_the_first_mm_import_and_not_before(first):
         "assert mmcv.ops is sys.modules['mmcv.ops']",
         "assert mmcv.__spec__.origin.endswith('__init__.py')",
         "assert rewardseg.compat.USING_STANDIN_OPS == ('stand-in' in (mmcv.ops.__doc__ or ''))",
-        "assert CheckpointLoader._schemes[''].__name__ == 'load_trusted_local'",
+        "assert CheckpointLoader._schemes[''] is rewardseg.compat.load_from_local",
+        "assert CheckpointLoader._schemes['https://'] is rewardseg.compat.load_from_http",
     ])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -291,3 +291,92 @@ def test_plan_with_a_measured_file_imports_no_torch(measured_file):
     out = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True,
                          text=True, check=True).stdout.splitlines()[-1]
     assert out == "0 []"
+
+
+# ---------------------------------------------------------------- after the study
+SMOKE = os.path.join(REPO, "configs", "studies", "smoke.yaml")
+REPORT_COLUMNS = ["", "JobID", "JobName", "RuleName", "Elapsed", "TotalCPU", "NNodes", "NCPUS",
+                  "MaxRSS", "ReqMem", "Elapsed_sec", "TotalCPU_sec", "MaxRSS_MB",
+                  "RequestedMem_MB", "MainJobID", "CPU Efficiency (%)", "Memory Usage (%)"]
+
+
+def write_record(run_dir, **record):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(paths.run_record(run_dir), "w") as fh:
+        json.dump(record, fh)
+
+
+def write_report(path, steps):
+    """An efficiency report as the SLURM plugin writes it (pandas' CSV, index first): one
+    row per job step: (job id, rule comment, elapsed s, CPU s, CPUs, MaxRSS MB, mem %)."""
+    import csv
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(REPORT_COLUMNS)
+        for i, (job, rule, elapsed, cpu, ncpus, rss, mem) in enumerate(steps):
+            out.writerow([i, f"{job}.0", "python", rule, "", "", 1, ncpus, "", "", elapsed,
+                          cpu, rss, 2000.0, job, 100 * cpu / (elapsed * ncpus), mem])
+
+
+def test_after_a_study_planned_gpu_hours_next_to_measured(tmp_path, capsys):
+    study = check_study(copy.deepcopy(load_study(SMOKE)))  # 4 variants x 2 seeds, 1 GPU
+    study["resources"]["tune"]["gpus"] = 2
+    work = str(tmp_path / "work")
+    before = plan(study, work)
+    assert not any("done" in r for r in before)  # nothing run yet: no such block
+    assert "after the study" not in format_plan(study, before)
+    # the pretraining and three tuning runs finished (one resumed), one of another variant
+    write_record(paths.pretrain_dir("smoke", work), spec={"iters": 8}, wall_time_s=36.0,
+                 world_size=1, final_iter=8)
+    write_record(paths.run_dir("smoke", "control", 0, work), spec={"iters": 4},
+                 wall_time_s=18.0, world_size=2, final_iter=4)
+    write_record(paths.run_dir("smoke", "control", 1, work), spec={"iters": 4},
+                 wall_time_s=36.0, world_size=2, final_iter=4, resumed=True)
+    write_record(paths.run_dir("smoke", "reference", 0, work), spec={"iters": 4},
+                 wall_time_s=72.0, final_iter=4)  # no world_size: the stage's GPUs
+    write_record(paths.run_dir("smoke", "gone", 0, work), spec={"iters": 4},
+                 wall_time_s=3600.0, world_size=2, final_iter=4)  # no longer in the study
+    rows = plan(study, work)
+    pre, tune = rows[0]["done"], tune_row(rows)["done"]
+    assert (pre["runs"], pre["expected"], pre["resumed"]) == (1, 1, 0)
+    assert pre["gpu_hours"] == pytest.approx(36.0 / 3600)
+    assert (tune["runs"], tune["expected"], tune["resumed"]) == (3, 8, 1)
+    assert tune["gpu_hours"] == pytest.approx((18 + 36 + 72) * 2 / 3600)
+    # planned: as before any run (the configured 0.2 s/step), not from these runs
+    assert tune["planned_gpu_hours"] == pytest.approx(before[1]["gpu_hours"])
+    assert tune_row(rows)["source"] == "runs"  # while the plan itself uses them
+    assert pre["slurm"] is None and tune["slurm"] is None
+    text = format_plan(study, rows)
+    assert "no efficiency report" in text and "1 resumed: their last attempt only" in text
+    # an efficiency report next to work/ (logs/slurm/): every SLURM job, retries too
+    write_report(str(tmp_path / "logs" / "slurm" / "efficiency_report_abc.csv"), [
+        (10, "rule_pretrain_wildcards_smoke", 40.0, 20.0, 1, 500.0, 25.0),
+        (11, "rule_tune_wildcards_smoke_control_0", 20.0, 10.0, 1, 600.0, 30.0),
+        (12, "rule_tune_wildcards_smoke_control_1", 10.0, 10.0, 1, 600.0, 30.0),  # cancelled
+        (13, "rule_tune_wildcards_smoke_control_1", 30.0, 20.0, 1, 700.0, 35.0),  # its retry
+        (14, "rule_tune_wildcards_smoke_weights_s0.05_1", 30.0, 30.0, 2, 900.0, 45.0),
+        (15, "rule_tune_wildcards_smokey_control_0", 999.0, 1.0, 1, 1.0, 99.0),  # other study
+        (16, "rule_tune_wildcards_smoke_gone_0", 999.0, 1.0, 1, 1.0, 99.0),  # not a variant
+        (17, "rule_collect_run_wildcards_smoke_control_0", 999.0, 1.0, 1, 1.0, 99.0),
+    ])
+    rows = plan(study, work)
+    slurm_pre, slurm_tune = rows[0]["done"]["slurm"], tune_row(rows)["done"]["slurm"]
+    assert (slurm_pre["jobs"], slurm_tune["jobs"]) == (1, 4)
+    assert slurm_pre["gpu_hours"] == pytest.approx(40.0 / 3600)  # the pretraining: 1 GPU
+    assert slurm_tune["gpu_hours"] == pytest.approx(90.0 * 2 / 3600)
+    assert slurm_tune["cpu_efficiency_pct"] == pytest.approx(100 * 70 / (20 + 10 + 30 + 60))
+    assert (slurm_tune["peak_mem_pct"], slurm_tune["peak_mem_mb"]) == (45.0, 900.0)
+    # the command prints the block, the numbers rounded to 0.001 GPU-h
+    assert main(["plan", "--configfile", SMOKE, "--work-root", work]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("after the study"):].splitlines()
+    table = {line.split()[0]: line.split()[1:] for line in block[2:5]}
+    # the smoke config's own 1 GPU per tuning job here (the CLI reads the file), but the
+    # runs that say they had 2 processes count 2 GPUs
+    assert table["pretrain"] == ["0.000", "1/1", "0.010", "1", "0.011", "50%", "25%"]
+    assert table["tune"][1:] == ["3/8", f"{(2 * (18 + 36) + 72) / 3600:.3f}", "4",
+                                 f"{90 / 3600:.3f}", "58%", "45%"]
+    assert table["total"][1:] == [f"{(36 + 180) / 3600:.3f}", f"{130 / 3600:.3f}"]
+    assert "efficiency_report_abc.csv" in block[-1]

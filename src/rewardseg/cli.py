@@ -49,9 +49,20 @@ def _cmd_stage(ns) -> int:
     record = run_stage(spec, ns.work_dir, launcher=launcher)
     if distributed_rank() != 0:
         return 0
-    print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}: {record['final_iter']} "
-          f"iterations in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
+    print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}: {_stage_summary(record)} "
+          f"in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
     return 0
+
+
+def _stage_summary(record: dict) -> str:
+    """What this job did: the iterations it trained (a resumed run: from where)."""
+    spec, final, start = record["spec"], record["final_iter"], record["start_iter"]
+    if spec.get("released"):
+        steps = ", ".join(str(s) for s in sorted(int(k) for k in spec["released"]))
+        return f"released checkpoints (iterations {steps}) evaluated"
+    if record["resumed"]:
+        return f"resumed at {start}, {final - start} iterations ({start} to {final})"
+    return f"{final} iterations"
 
 
 def _cmd_prepare(ns) -> int:

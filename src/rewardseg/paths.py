@@ -101,3 +101,9 @@ def build(study: str, name: str, root: str = BUILD) -> str:
 
 def log(study: str, name: str, root: str = LOGS) -> str:
     return os.path.join(root, study, f"{name}.log")
+
+
+def attempts_log(study: str, name: str, root: str = LOGS) -> str:
+    """Every attempt of a training job, appended, each after a ``=== attempt N ...`` line
+    (``log`` holds the latest one: snakemake removes a job's log before each attempt)."""
+    return os.path.join(root, study, f"{name}.attempts.log")

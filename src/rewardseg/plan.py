@@ -17,10 +17,18 @@ than CE). A measured rate is one GPU's step at its per-GPU batch: DDP's all-redu
 in it. With a measured file, ``alternatives`` also lists the tune stage's global batch on
 other layouts (one GPU x the whole batch, ...) in every precision the file has.
 
+After a study (finished runs under ``work/``), the plan also sets, per stage, the GPU-hours
+it planned before any run (the measured file or the configured rate) next to the measured
+ones: each finished run's ``run.json`` (wall time x its GPUs) and, where the SLURM plugin
+wrote an efficiency report (``--slurm-efficiency-report``: ``logs/slurm/
+efficiency_report_<id>.csv``, needs job accounting), the jobs SLURM ran for the stage (every
+attempt), their elapsed time x GPUs, CPU efficiency and peak memory.
+
 Nothing here imports torch or mmseg: the Snakefile and the light CLI read this module.
 """
 from __future__ import annotations
 
+import csv
 import glob
 import json
 import os
@@ -231,9 +239,11 @@ def _sources(sources: List[str]) -> str:
 
 # ---------------------------------------------------------------- the plan
 def plan(study: dict, work_root: str = paths.WORK,
-         measured: Optional[Dict[str, Any]] = None) -> List[dict]:
+         measured: Optional[Dict[str, Any]] = None, runs: bool = True) -> List[dict]:
     """One row per stage: jobs, GPUs per job, layout, precision, steps, s/step, GPU-hours
-    and where s/step comes from; the tune row also lists its variants (``by_variant``)."""
+    and where s/step comes from; the tune row also lists its variants (``by_variant``).
+    ``runs=False``: as planned before any run (finished runs not used for s/step).
+    After a study, the pretrain and tune rows also have ``done`` (:func:`done`)."""
     rows = []
     base = stage_resources(study, paths.PRETRAIN)
     pspec = pretrain_spec(study)
@@ -241,27 +251,30 @@ def plan(study: dict, work_root: str = paths.WORK,
     pprecision = pspec.get("precision") or "fp32"
     released = released_checkpoints(study)
     if released:  # download + evaluation only: bounded by the job's runtime
-        rows.append(dict(stage=f"pretrain (eval {len(released)} released)", jobs=1,
+        rows.append(dict(stage=f"pretrain (eval {len(released)} released)", kind=paths.PRETRAIN,
+                         jobs=1,
                          gpus_per_job=base["gpus"], layout=playout, precision=pprecision,
                          steps=0, seconds_per_step=0.0, source="runtime limit",
                          gpu_hours=base["gpus"] * base["runtime"] / 60.0))
     else:
-        runs = measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
-        sps, source = _rate(pspec, base, measured, runs)
+        rate = (measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
+                if runs else None)
+        sps, source = _rate(pspec, base, measured, rate)
         steps = study["pretrain"]["iters"]
-        rows.append(dict(stage=paths.PRETRAIN, jobs=1, gpus_per_job=base["gpus"],
+        rows.append(dict(stage=paths.PRETRAIN, kind=paths.PRETRAIN, jobs=1,
+                         gpus_per_job=base["gpus"],
                          layout=playout, precision=pprecision, steps=steps,
                          seconds_per_step=sps, source=source,
                          gpu_hours=base["gpus"] * steps * sps / 3600.0))
 
     tune = stage_resources(study, "tune")
-    rates = run_rates(work_root, study["study"], "tune")  # one pass over run.json
+    rates = run_rates(work_root, study["study"], "tune") if runs else {}  # one pass
     all_runs = _mean([r for values in rates.values() for r in values])
     by_variant = []
     for v in study["variants"]:
         spec = tune_spec(study, v, study["seeds"][0])
-        runs = _mean(rates.get(v, [])) or all_runs
-        sps, source = _rate(spec, tune, measured, runs)
+        rate = _mean(rates.get(v, [])) or all_runs
+        sps, source = _rate(spec, tune, measured, rate)
         steps = len(study["seeds"]) * spec["iters"]  # the seed changes nothing else
         by_variant.append(dict(variant=v, jobs=len(study["seeds"]), steps=steps,
                                iters=spec["iters"], seconds_per_step=sps, source=source,
@@ -271,7 +284,7 @@ def plan(study: dict, work_root: str = paths.WORK,
     total_steps = sum(b["steps"] for b in by_variant)
     gpu_hours = sum(b["gpu_hours"] for b in by_variant)
     jobs = len(study["variants"]) * len(study["seeds"])
-    rows.append(dict(stage="tune", jobs=jobs, gpus_per_job=tune["gpus"],
+    rows.append(dict(stage="tune", kind="tune", jobs=jobs, gpus_per_job=tune["gpus"],
                      layout=_sources([b["layout"] for b in by_variant]),
                      precision=_sources([b["precision"] for b in by_variant]),
                      steps=total_steps,
@@ -280,10 +293,126 @@ def plan(study: dict, work_root: str = paths.WORK,
                      if total_steps else 0.0,
                      source=_sources([b["source"] for b in by_variant]),
                      gpu_hours=gpu_hours, by_variant=by_variant))
-    rows.append(dict(stage="data + collect + report", jobs=jobs + 10, gpus_per_job=0,
-                     layout="-", precision="-", steps=0, seconds_per_step=0.0, source="-",
-                     gpu_hours=0.0))
+    rows.append(dict(stage="data + collect + report", kind="local", jobs=jobs + 10,
+                     gpus_per_job=0, layout="-", precision="-", steps=0,
+                     seconds_per_step=0.0, source="-", gpu_hours=0.0))
+    if runs:
+        after = done(study, work_root)
+        if any(d["runs"] or d["slurm"] for d in after.values()):
+            before = {r["kind"]: r["gpu_hours"]
+                      for r in plan(study, work_root, measured, runs=False)}
+            for r in rows:
+                if r["kind"] in after:
+                    r["done"] = dict(after[r["kind"]], planned_gpu_hours=before[r["kind"]])
     return rows
+
+
+# ---------------------------------------------------------------- after the study
+EFFICIENCY_REPORT = "efficiency_report_*.csv"  # the SLURM plugin's file name
+
+
+def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
+    """Per stage (``pretrain``, ``tune``): the finished runs of the study's variants and
+    seeds, and their GPU-hours, each run's ``run.json`` ``wall_time_s`` x its GPUs
+    (``world_size``: the processes, one per GPU; 0 for a stage configured with no GPU).
+    A resumed run's wall time is its last attempt's only (``resumed``)."""
+    name = study["study"]
+    records = {paths.PRETRAIN: [paths.run_record(paths.pretrain_dir(name, work_root))],
+               "tune": [paths.run_record(paths.run_dir(name, v, s, work_root))
+                        for v in study["variants"] for s in study["seeds"]]}
+    out = {}
+    for stage, files in records.items():
+        configured = int(stage_resources(study, stage)["gpus"])
+        runs = resumed = 0
+        hours = 0.0
+        for path in files:
+            if not os.path.isfile(path):
+                continue
+            with open(path) as fh:
+                record = json.load(fh)
+            if record.get("wall_time_s") is None:
+                continue
+            gpus = int(record.get("world_size") or configured) if configured > 0 else 0
+            hours += float(record["wall_time_s"]) * gpus / 3600.0
+            runs += 1
+            resumed += bool(record.get("resumed"))
+        out[stage] = dict(runs=runs, expected=len(files), resumed=resumed, gpu_hours=hours)
+    return out
+
+
+def efficiency_reports(work_root: str = paths.WORK) -> List[str]:
+    """The SLURM plugin's efficiency reports of the checkout that holds ``work_root``: the
+    profile writes them to ``logs/slurm/`` (``slurm-efficiency-report-path``), the plugin
+    without one to the working directory."""
+    root = os.path.dirname(os.path.abspath(work_root))
+    return sorted(glob.glob(os.path.join(root, paths.LOGS, "slurm", EFFICIENCY_REPORT))
+                  + glob.glob(os.path.join(root, EFFICIENCY_REPORT)))
+
+
+def _stage_of(rule: str, study: dict) -> Optional[str]:
+    """The stage of a SLURM job of this study, from its comment (the plugin's
+    ``rule_<rule>_wildcards_<study>[_<variant>_<seed>]``), or None."""
+    name = study["study"]
+    if rule == f"rule_pretrain_wildcards_{name}":
+        return paths.PRETRAIN
+    prefix = f"rule_tune_wildcards_{name}_"
+    if rule.startswith(prefix):
+        variant, _, seed = rule[len(prefix):].rpartition("_")
+        if variant in study["variants"] and seed.isdigit():
+            return "tune"
+    return None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def slurm_hours(study: dict, reports: List[str]) -> Dict[str, Dict[str, Any]]:
+    """Per stage, from the efficiency reports: the SLURM jobs that ran a step for it (every
+    attempt: cancelled, failed, requeued and retried ones too), their GPU-hours (elapsed x
+    the stage's GPUs: the report has no GPU column), CPU efficiency (CPU time / (elapsed x
+    CPUs), over all its steps), the largest memory use (% of the request, and MiB).
+    A report without rule names (the cluster stores no job comments) is not attributed."""
+    steps: Dict[str, Dict[str, str]] = {}
+    for report in reports:
+        with open(report, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("RuleName") and row.get("JobID"):
+                    steps[row["JobID"]] = dict(row, report=report)  # a job once
+    out: Dict[str, Dict[str, Any]] = {}
+    for row in steps.values():
+        stage = _stage_of(row["RuleName"], study)
+        if stage is None:
+            continue
+        gpus = int(stage_resources(study, stage)["gpus"])
+        agg = out.setdefault(stage, dict(jobs=set(), elapsed_s=0.0, gpu_hours=0.0,
+                                         cpu_s=0.0, cpu_capacity_s=0.0, peak_mem_pct=0.0,
+                                         peak_mem_mb=0.0, reports=set()))
+        elapsed = _number(row.get("Elapsed_sec"))
+        agg["jobs"].add(row.get("MainJobID") or row["JobID"].split(".")[0])
+        agg["elapsed_s"] += elapsed
+        agg["gpu_hours"] += elapsed * gpus / 3600.0
+        agg["cpu_s"] += _number(row.get("TotalCPU_sec"))
+        agg["cpu_capacity_s"] += max(elapsed, 1.0) * max(_number(row.get("NCPUS")), 1.0)
+        agg["peak_mem_pct"] = max(agg["peak_mem_pct"], _number(row.get("Memory Usage (%)")))
+        agg["peak_mem_mb"] = max(agg["peak_mem_mb"], _number(row.get("MaxRSS_MB")))
+        agg["reports"].add(row["report"])
+    for agg in out.values():
+        agg["jobs"] = len(agg["jobs"])
+        agg["reports"] = sorted(agg["reports"])
+        agg["cpu_efficiency_pct"] = 100.0 * agg.pop("cpu_s") / agg.pop("cpu_capacity_s")
+    return out
+
+
+def done(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
+    """Per stage: :func:`run_hours`, and ``slurm`` (:func:`slurm_hours`, None without an
+    efficiency report that names the stage's jobs)."""
+    slurm = slurm_hours(study, efficiency_reports(work_root))
+    return {stage: dict(hours, slurm=slurm.get(stage))
+            for stage, hours in run_hours(study, work_root).items()}
 
 
 def _precision_order(p: str) -> int:
@@ -378,6 +507,7 @@ def format_plan(study: dict, rows: List[dict],
                          f"{b['seconds_per_step']:>9.3f}{b['gpu_hours']:>9.2f}  {b['source']}")
     if any(r["gpus_per_job"] > 1 and "measured" in r["source"] for r in rows):
         lines.append(DDP_NOTE)
+    lines.extend(format_done(rows))
     if alternative_rows is not None:
         lines.append("")
         device = f", measured on {measured['device']}" if measured else ""
@@ -410,3 +540,48 @@ def format_plan(study: dict, rows: List[dict],
                          "without DDP's all-reduce; at CE rate: variants with no row of "
                          "their own, priced by the CE row; +CL: channels_last")
     return "\n".join(lines)
+
+
+def format_done(rows: List[dict]) -> List[str]:
+    """The after-the-study block: planned GPU-hours next to the measured ones."""
+    stages = [r for r in rows if r.get("done")]
+    if not stages:
+        return []
+    lines = ["", "after the study: GPU-hours planned (before any run) vs measured",
+             f"  {'stage':<28}{'planned':>9}{'runs':>8}{'run.json':>10}"
+             f"{'SLURM jobs':>12}{'SLURM':>9}{'CPU eff':>9}{'peak mem':>10}"]
+    total = dict(planned=0.0, runs=0.0, slurm=0.0)
+    reports = set()
+    resumed = 0
+    for r in stages:
+        d = r["done"]
+        s = d["slurm"]
+        total["planned"] += d["planned_gpu_hours"]
+        total["runs"] += d["gpu_hours"]
+        resumed += d["resumed"]
+        if s:
+            total["slurm"] += s["gpu_hours"]
+            reports.update(s["reports"])
+            slurm = (f"{s['jobs']:>12}{s['gpu_hours']:>9.3f}{s['cpu_efficiency_pct']:>8.0f}%"
+                     f"{s['peak_mem_pct']:>9.0f}%")
+        else:
+            slurm = f"{'-':>12}{'-':>9}{'-':>9}{'-':>10}"
+        lines.append(f"  {r['stage']:<28}{d['planned_gpu_hours']:>9.3f}"
+                     f"{str(d['runs']) + '/' + str(d['expected']):>8}{d['gpu_hours']:>10.3f}"
+                     + slurm)
+    slurm_total = f"{total['slurm']:>9.3f}" if reports else f"{'-':>9}"
+    lines.append(f"  {'total':<28}{total['planned']:>9.3f}{'':>8}{total['runs']:>10.3f}"
+                 f"{'':>12}{slurm_total}")
+    lines.append("  planned: the plan without finished runs (measured file or configured "
+                 "s/step); runs: finished/planned; run.json: wall time x GPUs of each "
+                 "finished run"
+                 + (f" ({resumed} resumed: their last attempt only)" if resumed else ""))
+    if reports:
+        lines.append("  SLURM: every job SLURM ran for the stage (retries too), elapsed x "
+                     "GPUs; CPU eff = CPU time / (elapsed x CPUs); peak mem = largest "
+                     "MaxRSS / requested memory; from " + ", ".join(
+                         os.path.relpath(p) for p in sorted(reports)))
+    else:
+        lines.append("  SLURM: no efficiency report (snakemake --profile slurm "
+                     "--slurm-efficiency-report, on a cluster with job accounting)")
+    return lines

@@ -3,9 +3,12 @@ checkpoint), or download and evaluate released pretraining checkpoints; ``run.js
 written last marks the run complete."""
 from __future__ import annotations
 
+import glob
 import os
+import re
+import sys
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import paths
 from .fileio import write_json_atomic
@@ -31,9 +34,12 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
         os.remove(record_path)  # being re-run: no stale completion marker
     if spec.get("released"):
         return evaluate_released(spec, work_dir, launcher=launcher)
-    resume = os.path.isfile(os.path.join(work_dir, "last_checkpoint"))
-    load_from = None if resume else spec.get("load_from")
-    if load_from and not os.path.isfile(load_from):
+    resume_from, start_iter = None, 0
+    if os.path.isfile(os.path.join(work_dir, "last_checkpoint")):
+        resume_from, start_iter = resume_point(work_dir, spec.get("load_from"), rank=rank)
+    resume = resume_from is not None
+    load_from = resume_from if resume else spec.get("load_from")
+    if not resume and load_from and not os.path.isfile(load_from):
         raise StudyError(f"start checkpoint {load_from!r} does not exist (run the pretraining)")
     cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"], resume=resume,
                          load_from=load_from, launcher=launcher)
@@ -46,7 +52,92 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     moved = None
     if rank == 0 and spec.get("load_from"):
         moved = weight_change(runner.model, spec["load_from"])
-    return _finish_run(record_path, spec, resume, t0, int(runner.iter), weight_change=moved)
+    return _finish_run(record_path, spec, resume, t0, int(runner.iter), weight_change=moved,
+                       start_iter=start_iter)
+
+
+def _iteration(path: str) -> Optional[int]:
+    match = re.fullmatch(r"iter_(\d+)\.pth", os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def _resume_candidates(work_dir: str) -> List[str]:
+    """The checkpoint ``last_checkpoint`` names, then the run's older ``iter_<n>.pth``,
+    newest first (a newer one than named is a save that did not complete)."""
+    with open(os.path.join(work_dir, "last_checkpoint")) as fh:
+        named = fh.read().strip()
+    newest = _iteration(named) if named else None
+    older = {}
+    for path in glob.glob(os.path.join(work_dir, "iter_*.pth")):
+        n = _iteration(path)
+        if n is not None and (newest is None or n <= newest):
+            older[n] = path
+    found, seen = [], set()
+    for path in ([named] if named else []) + [older[n] for n in sorted(older, reverse=True)]:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            found.append(path)
+    return found
+
+
+def _set_aside(path: str) -> str:
+    """Rename a torn checkpoint to ``<name>.torn`` (``.torn1``, ... when taken): kept for
+    the user to look at, out of the way of the next resume."""
+    target, k = path + ".torn", 0
+    while os.path.exists(target):
+        k += 1
+        target = f"{path}.torn{k}"
+    os.rename(path, target)
+    return target
+
+
+def resume_point(work_dir: str, start_checkpoint: Optional[str] = None,
+                 rank: int = 0) -> Tuple[Optional[str], int]:
+    """The newest checkpoint of ``work_dir`` that loads, and its iteration: tuning keeps
+    two, so a torn newest one (a job killed or a disk full while saving, a file cut short
+    by a copy) falls back to the one before. A torn file is renamed ``<name>.torn``;
+    one log line says what was skipped. None (and 0) when no checkpoint loads: the run
+    starts again from ``start_checkpoint`` (or from scratch). A checkpoint that loads but
+    holds something other than weights stays an error (:class:`CheckpointRefused`)."""
+    from .compat import CheckpointRefused, load_checkpoint_file
+
+    def label(path):  # the run's own files by name, another folder's in full
+        inside = os.path.dirname(os.path.abspath(path)) == os.path.abspath(work_dir)
+        return os.path.basename(path) if inside else path
+
+    skipped = []
+    for path in _resume_candidates(work_dir):
+        try:
+            # mmap: the tensors are mapped, not read (loading is checked, not paid twice)
+            checkpoint = load_checkpoint_file(path, map_location="cpu", mmap=True)
+        except CheckpointRefused:
+            raise
+        except FileNotFoundError:
+            skipped.append(f"{label(path)} is missing")
+            continue
+        except Exception as err:  # noqa: BLE001 - whatever a torn file raises
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            reason = reason.split(". ")[0][:120]  # torch's first sentence says it
+            note = f"{label(path)} cannot be loaded ({reason})"
+            if rank == 0 and os.path.isfile(path):
+                note += f", renamed to {os.path.basename(_set_aside(path))}"
+            skipped.append(note)
+            continue
+        meta = checkpoint.get("meta") if isinstance(checkpoint, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get("iter"), int):
+            skipped.append(f"{label(path)} is not a training checkpoint "
+                           "(no meta.iter)")
+            continue
+        if skipped and rank == 0:
+            print(f"{work_dir}: resuming from {label(path)} (iteration "
+                  f"{meta['iter']}): {'; '.join(skipped)}", file=sys.stderr, flush=True)
+        return path, int(meta["iter"])
+    if rank == 0:
+        start = f"the start checkpoint {start_checkpoint}" if start_checkpoint else "scratch"
+        print(f"{work_dir}: no checkpoint to resume from loads ({'; '.join(skipped) or 'none'}"
+              f"): starting again from {start}", file=sys.stderr, flush=True)
+    return None, 0
 
 
 def _groups(name: str):
@@ -62,9 +153,9 @@ def weight_change(model, start_checkpoint: str) -> Dict[str, float]:
     ``decode_head.conv_seg``, ``auxiliary_head``, and ``all``), and the same for the
     BatchNorm running statistics (``bn_statistics``). A study result counts only when the
     runs moved: this is the record of it."""
-    import torch
+    from .compat import load_checkpoint_file
 
-    state = torch.load(start_checkpoint, map_location="cpu", weights_only=False)  # our own
+    state = load_checkpoint_file(start_checkpoint, map_location="cpu")
     start = state.get("state_dict", state)
     model = getattr(model, "module", model)
     sums: Dict[str, list] = {}
@@ -86,16 +177,19 @@ def weight_change(model, start_checkpoint: str) -> Dict[str, float]:
 
 
 def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float,
-                final_iter: int, weight_change: Dict[str, float] = None) -> Dict[str, Any]:
+                final_iter: int, weight_change: Dict[str, float] = None,
+                start_iter: int = 0) -> Dict[str, Any]:
     """``run.json``: spec, provenance, wall time; written last and atomically by rank 0
-    (the workflow's completion marker)."""
+    (the workflow's completion marker). ``start_iter`` is the iteration resumed from (0
+    when fresh), ``iters_done`` what this job trained: the wall time is for those."""
     from .provenance import git_commit, package_versions
     from .train import distributed_rank
 
     record = dict(spec=spec, seed=spec["seed"], resumed=resumed, git_commit=git_commit(),
                   world_size=int(os.environ.get("WORLD_SIZE", "1")),
                   versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
-                  final_iter=final_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  final_iter=final_iter, start_iter=start_iter,
+                  iters_done=final_iter - start_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                   weight_change=weight_change)
     if distributed_rank() == 0:
         write_json_atomic(record_path, record)
@@ -128,5 +222,6 @@ def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none
                              seed=spec["seed"], load_from=path, launcher=launcher)
         cfg.experiment_name = f"released_iter_{int(step)}_{os.getpid()}"
         Runner.from_cfg(cfg).val()
-    return _finish_run(paths.run_record(work_dir), spec, bool(done), t0,
-                       max(int(s) for s in spec["released"]))
+    last = max(int(s) for s in spec["released"])
+    return _finish_run(paths.run_record(work_dir), spec, bool(done), t0, last,
+                       start_iter=last)  # nothing trained here

@@ -219,9 +219,10 @@ def _all_text(root):
 
 
 def test_cityscapes_data_rule_keeps_credentials_secret(tmp_path):
-    """The DAG's data rule against a fake Cityscapes site: without credentials one message
-    naming both variables and nothing downloaded; with them the dataset is built and the
-    password appears in no log, command line or snakemake record."""
+    """The DAG's data rule against a fake Cityscapes site: without credentials the
+    preflight stops the run before any job with one message naming both variables, and
+    nothing is downloaded; with them the dataset is built and the password appears in no
+    log, command line or snakemake record."""
     from test_data_cityscapes import SECRET, check_labels, make_archives
 
     server = FakeServer()
@@ -238,9 +239,10 @@ def test_cityscapes_data_rule_keeps_credentials_secret(tmp_path):
         env = {k: v for k, v in ENV.items() if not k.startswith("CITYSCAPES_")}
         proc = _snakemake_env(root, "data/cityscapes/meta.json", cfg, env)
         assert proc.returncode != 0
-        log = open(os.path.join(root, "logs", "data", "cityscapes.log")).read()
-        assert "set CITYSCAPES_USERNAME and CITYSCAPES_PASSWORD" in log
-        assert len([l for l in log.splitlines() if "CITYSCAPES_" in l]) == 1
+        out = proc.stdout + proc.stderr
+        assert "Preflight: 2 things missing" in out
+        assert "CITYSCAPES_USERNAME is not set" in out and "CITYSCAPES_PASSWORD is not set" in out
+        assert not os.path.exists(os.path.join(root, "logs", "data", "cityscapes.log"))
         assert server.requests == []
         raw = os.path.join(root, "data", "raw", "cityscapes")
         assert not os.path.isdir(raw) or not os.listdir(raw)
@@ -256,12 +258,14 @@ def test_cityscapes_data_rule_keeps_credentials_secret(tmp_path):
 
 
 def test_mapillary_data_rule_says_what_to_do(tmp_path):
+    """Without the manual download the preflight stops the run before the data job."""
     root = copy_workflow(tmp_path / "wf")
     proc = _snakemake_env(root, "data/mapillary/meta.json", "configs/studies/mapillary.yaml",
                           ENV)
     assert proc.returncode != 0
-    log = open(os.path.join(root, "logs", "data", "mapillary.log")).read().strip()
-    assert "mapillary.com" in log and os.path.join("data", "raw", "mapillary") in log
+    out = proc.stdout + proc.stderr
+    assert "mapillary.com" in out and os.path.join("data", "raw", "mapillary") in out
+    assert not os.path.exists(os.path.join(root, "logs", "data", "mapillary.log"))
     assert not os.path.exists(os.path.join(root, "data", "mapillary", "meta.json"))
 
 

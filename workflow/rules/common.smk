@@ -4,10 +4,9 @@ import json
 import os
 import re
 import shlex
-import shutil
 
 from rewardseg import figures as figure_registry
-from rewardseg import paths
+from rewardseg import paths, preflight
 from rewardseg.plan import stage_resources
 from rewardseg.runconfig import pretrain_spec, tune_spec
 from rewardseg.study import (StudyError, check_study, experiments, released_checkpoints,
@@ -40,25 +39,53 @@ SLURM = {key: os.environ[var] for key, var in (("slurm_partition", "REWARDSEG_SL
          if os.environ.get(var)}
 
 
-def check_slurm_partition():
-    """A partition named in REWARDSEG_SLURM_PARTITION must exist (checked before any
-    job is submitted, where `sinfo` is available)."""
-    wanted = SLURM.get("slurm_partition")
-    if not wanted or shutil.which("sinfo") is None:
+def is_dry_run():
+    """`snakemake -n` / `--dry-run`: known while the Snakefile is read from the output
+    settings (`workflow.dryrun` asks the executor, which is chosen only after that)."""
+    return bool(getattr(workflow.output_settings, "dryrun", False)) or workflow.dryrun
+
+
+# Preflight (rewardseg.preflight): everything only the user can provide (credentials of
+# the data source, a manual download, the SLURM partition), checked before any job or
+# download, all of it in one message; a dry run only warns (a bad partition stops it too).
+# `--lint` reads the workflow without running it: skipped, as snakemake skips `envvars:`.
+if workflow.is_main_process and workflow.check_envvars:
+    _preflight = preflight.check(config, os.environ, os.getcwd(), dry_run=is_dry_run())
+    if _preflight.fatal:
+        raise WorkflowError(_preflight.message())
+    if _preflight.problems:
+        logger.warning(_preflight.message())
+
+
+onstart:
+    check_slurm_status_command()
+
+
+def check_slurm_status_command():
+    """Under `--profile slurm`: stop before anything is submitted when the job-status
+    command the SLURM plugin will use cannot work on this cluster (sacct without
+    accounting), naming the flag to add; and let the plugin see sacct's
+    `CANCELLED by <uid>` as CANCELLED (rewardseg.slurm)."""
+    plugin = getattr(workflow, "executor_plugin", None)
+    if plugin is None or getattr(plugin, "name", None) != "slurm":
         return
-    import subprocess
+    import snakemake_executor_plugin_slurm
 
-    out = subprocess.run(["sinfo", "-h", "-o", "%R"], capture_output=True, text=True)
-    partitions = sorted({p.strip().rstrip("*") for p in out.stdout.split()})
-    if out.returncode == 0 and wanted not in partitions:
-        raise WorkflowError(
-            f"REWARDSEG_SLURM_PARTITION={wanted!r} is not a partition of this cluster "
-            f"(sinfo lists: {', '.join(partitions) or 'none'}); set it to one of them or "
-            "unset it to use the cluster's default partition")
+    from rewardseg.slurm import normalize_cancelled_states, problems
 
+    if not normalize_cancelled_states(snakemake_executor_plugin_slurm):
+        logger.warning("this SLURM plugin has no query_job_status: a job cancelled with "
+                        "scancel may not be seen as failed under sacct")
 
-if workflow.is_main_process:
-    check_slurm_partition()
+    settings = workflow.executor_settings
+    error, warnings = problems(
+        getattr(settings, "status_command", None),
+        getattr(settings, "init_seconds_before_status_checks", None) or 40,
+        bool(getattr(settings, "efficiency_report", False)))
+    for warning in warnings:
+        logger.warning(warning)
+    if error:
+        raise WorkflowError(error)
 
 
 wildcard_constraints:

@@ -2,6 +2,13 @@
 # Only the two training rules are submitted to the cluster under `--profile slurm`.
 # A training job's output goes to its log; one line per evaluation goes to the console
 # (file descriptor 3, a copy of snakemake's stderr: REWARDSEG_PROGRESS_FD).
+# Snakemake removes a job's log before each attempt (retry, requeue, rerun): the training
+# rules run `workflow/scripts/logged-attempt.sh LOG ATTEMPTS COMMAND...`, which writes a
+# header (attempt N, date, host, SLURM job id, the GPU variables the job sees:
+# CUDA_VISIBLE_DEVICES, SLURM_JOB_GPUS, SLURM_STEP_GPUS, GPU_DEVICE_ORDINAL,
+# SLURM_GPUS_ON_NODE) and the command's output to LOG and appends both to ATTEMPTS
+# (<log stem>.attempts.log, declared nowhere, so every attempt stays).
+# The SLURM status-command check runs at start: check_slurm_status_command (common.smk).
 
 
 localrules:
@@ -48,6 +55,7 @@ rule pretrain:
         spec=pretrain_spec_json,
         work_dir=lambda wc: paths.pretrain_dir(wc.study),
         nproc=max(1, RESOURCES[PRETRAIN]["gpus"]),
+        attempts=lambda wc: paths.attempts_log(wc.study, PRETRAIN),
     log:
         paths.log("{study}", PRETRAIN),
     threads: RESOURCES[PRETRAIN]["cpus"]
@@ -57,9 +65,9 @@ rule pretrain:
         mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
         **SLURM,
     shell:
-        "REWARDSEG_PROGRESS_FD=3 rewardseg stage --spec {params.spec:q}"
-        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
-        " 3>&2 > {log} 2>&1"
+        "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
+        " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
+        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads} 3>&2"
 
 
 rule tune:
@@ -72,6 +80,7 @@ rule tune:
         spec=tune_spec_json,
         work_dir=lambda wc: paths.run_dir(wc.study, wc.variant, wc.seed),
         nproc=max(1, RESOURCES["tune"]["gpus"]),
+        attempts=lambda wc: paths.attempts_log(wc.study, f"{wc.variant}/seed{wc.seed}"),
     log:
         paths.log("{study}", "{variant}/seed{seed}"),
     threads: RESOURCES["tune"]["cpus"]
@@ -81,6 +90,6 @@ rule tune:
         mem_mb=RESOURCES["tune"]["mem_mb"],
         **SLURM,
     shell:
-        "REWARDSEG_PROGRESS_FD=3 rewardseg stage --spec {params.spec:q}"
-        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
-        " 3>&2 > {log} 2>&1"
+        "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
+        " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
+        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads} 3>&2"

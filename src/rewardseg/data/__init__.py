@@ -12,7 +12,11 @@ declares, without importing torch or mmseg:
 * ``prepare(root, dataset, progress=True, workers=0) -> dict``: build ``root`` from the
   study's ``dataset`` block (missing keys: the defaults of ``OPTIONS``) and write
   ``root/meta.json`` last (:mod:`.meta`: one dialect for all); returns that dict;
-* ``describe(dataset) -> str``: one line for the slides.
+* ``describe(dataset) -> str``: one line for the slides;
+* optionally ``preflight(root, dataset, environ, workdir) -> [(missing, what to do)]``:
+  what ``prepare`` would lack (credentials, a manual download, a ``local_copy``), checked
+  before any job of the workflow (:func:`preflight`; without it: every ``SECRETS``
+  variable must be set).
 
 Adding a dataset is adding such a module: :data:`SOURCES`, the study schema
 (:func:`dataset_schema`), the checks (:func:`check_dataset`), ``rewardseg prepare`` and the
@@ -26,7 +30,7 @@ import importlib
 import json
 import pkgutil
 from types import ModuleType
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .archive import DataError  # noqa: F401
 from .meta import load_meta  # noqa: F401
@@ -51,6 +55,8 @@ def _check_source(name: str, module: ModuleType) -> None:
         raise TypeError(f"{where}.CLASSES_OPTIONS must be a non-empty tuple")
     if not isinstance(module.SECRETS, tuple):
         raise TypeError(f"{where}.SECRETS must be a tuple of variable names")
+    if hasattr(module, "preflight") and not callable(module.preflight):
+        raise TypeError(f"{where}.preflight must be a function")
     for key, spec in module.OPTIONS.items():
         if key in ("name", "source", "classes"):
             raise TypeError(f"{where}.OPTIONS: {key!r} is a common key of every source")
@@ -150,6 +156,22 @@ def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
     check_dataset(dataset)
     module = source_module(dataset["source"])
     return module.prepare(root, dataset, progress=progress, workers=workers)
+
+
+def preflight(root: str, dataset: Dict[str, Any], environ: Mapping[str, str],
+              workdir: str = ".") -> List[Tuple[str, str]]:
+    """What building ``root`` from the ``dataset`` block would lack, as (what is missing,
+    what to do) pairs, without touching the network: the source's own ``preflight``, or,
+    for a source without one, each of its ``SECRETS`` that ``environ`` lacks. Relative
+    paths (``root``, the block's folders) are taken from ``workdir``. Never a value of a
+    variable."""
+    module = source_module(dataset.get("source"))
+    hook = getattr(module, "preflight", None)
+    if hook is not None:
+        return list(hook(root, dataset, environ, workdir))
+    return [(f"{var} is not set (the {dataset['source']} source reads it)",
+             f"export {var} in the shell that runs snakemake (never put it in a config or "
+             "on the command line)") for var in module.SECRETS if not environ.get(var)]
 
 
 def describe(dataset: Dict[str, Any]) -> str:

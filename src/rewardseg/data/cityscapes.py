@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .. import paths
 from .archive import DataError, _public_url, check_zip, download, extract_zip, remove_meta
@@ -165,6 +165,43 @@ def make_train_ids(root: str, splits: Sequence[str] = ("train", "val"), workers:
     if errors:
         raise DataError(f"{errors[0]} ({len(errors)} file(s) failed)")
     return len(files)
+
+
+def preflight(root: str, dataset: Dict[str, Any], environ: Mapping[str, str],
+              workdir: str = ".") -> List[Tuple[str, str]]:
+    """What :func:`prepare` would miss, as (what is missing, what to do), checked before
+    any job (:mod:`rewardseg.preflight`): a package that is neither extracted in ``root``,
+    nor in ``dataset.local_copy``, nor in ``dataset.raw_dir`` must be downloaded, which
+    needs both variables of :data:`SECRETS`; a ``local_copy`` must hold each package.
+    Relative paths are taken from ``workdir``; variable values are never returned."""
+    o = resolve(OPTIONS, dataset)
+    at = lambda path: os.path.join(workdir, path)  # noqa: E731
+    problems: List[Tuple[str, str]] = []
+    download = []
+    for top, name in PACKAGES.items():
+        if os.path.isdir(at(os.path.join(root, top))):
+            continue
+        if o["local_copy"]:
+            local = o["local_copy"]
+            if not (os.path.isdir(at(os.path.join(local, top)))
+                    or os.path.isfile(at(os.path.join(local, name)))):
+                problems.append((
+                    f"dataset.local_copy {local} has neither {top}/ nor {name}",
+                    f"put {name} (or its extracted {top}/ folder) in {local}, or set "
+                    "dataset.local_copy to null to download it with your account"))
+        elif not os.path.isfile(at(os.path.join(o["raw_dir"], name))):
+            download.append(name)
+    if download:
+        for var, what in ((ENV_USER, "account name"), (ENV_PASSWORD, "password")):
+            if not environ.get(var):
+                problems.append((
+                    f"{var} is not set (downloading {' and '.join(download)} needs your "
+                    "cityscapes-dataset.com account)",
+                    f"export {var}=<your {what}> in the shell that runs snakemake (register "
+                    f"at {BASE_URL}/register/; never put it in a config or on the command "
+                    "line), or point dataset.local_copy at a folder with "
+                    f"{' and '.join(PACKAGES.values())}"))
+    return problems
 
 
 def _count(root: str, sub: str, split: str, suffix: str) -> int:

@@ -37,7 +37,7 @@ import json
 import os
 import zipfile
 from collections import Counter
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -158,6 +158,24 @@ def _extract(path: str, dest: str, stamp: str, splits: Sequence[str], downloaded
                             "download it anew") from None
         raise
     write_json_atomic(stamp, ident)
+
+
+def preflight(root: str, dataset: Dict[str, Any], environ: Mapping[str, str],
+              workdir: str = ".") -> List[Tuple[str, str]]:
+    """What :func:`prepare` would miss, as (what is missing, what to do), checked before
+    any job (:mod:`rewardseg.preflight`): a ``dataset.local_copy`` must hold both zips or
+    both extracted folders (the public download itself needs nothing)."""
+    local = resolve(OPTIONS, dataset)["local_copy"]
+    if not local:
+        return []
+    at = os.path.join(workdir, local)
+    if all(os.path.isfile(os.path.join(at, n)) for n, _ in ARCHIVES) or \
+            all(os.path.isdir(os.path.join(at, sub)) for _, sub in ARCHIVES):
+        return []
+    return [(f"dataset.local_copy {local} holds neither {_ARCHIVE_NAMES} nor extracted "
+             f"{' and '.join(sub + '/' for _, sub in ARCHIVES)} folders",
+             f"put both archives (or both folders) in {local}, or set dataset.local_copy to "
+             "null to download them")]
 
 
 # --------------------------------------------------------------------------- main

@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .. import paths
 from .archive import DataError, extract_zip, remove_meta
@@ -234,15 +234,35 @@ def _extract_archive(path: str, raw_dir: str, version: str, progress: bool) -> N
 
 
 def _missing_message(raw_dir: str, version: str) -> str:
+    return (f"Mapillary Vistas {version} was not found in {raw_dir}. Its licence requires "
+            f"a manual download: {_what_to_do(raw_dir, version)} Then run again.")
+
+
+def _what_to_do(raw_dir: str, version: str) -> str:
+    """Where to get the archive and where to put it (one sentence, no newline)."""
     zips = archive_names(version)
     return (
-        f"Mapillary Vistas {version} was not found in {raw_dir}. Its licence requires a "
-        f"manual download: register and accept the terms at {DOWNLOAD_PAGE}, download "
+        f"register and accept the terms at {DOWNLOAD_PAGE}, download "
         f"{zips[0]} and save it as {os.path.join(raw_dir, zips[0])}"
         + (f" (or {zips[1]} next to it)" if len(zips) > 1 else "")
         + f", or extract it there so that {os.path.join(raw_dir, _config_candidates(version)[0])}"
         f", training/ and validation/ exist. To keep it elsewhere, point the config key "
-        f"dataset.raw_dir at that directory. Then run again.")
+        f"dataset.raw_dir at that directory.")
+
+
+def preflight(root: str, dataset: Dict[str, Any], environ: Mapping[str, str],
+              workdir: str = ".") -> List[Tuple[str, str]]:
+    """What :func:`prepare` would miss, as (what is missing, what to do), checked before
+    any job (:mod:`rewardseg.preflight`): the manual download, the zip or its extracted
+    tree, in ``dataset.raw_dir`` (relative paths are taken from ``workdir``)."""
+    o = resolve(OPTIONS, dataset)
+    raw_dir, version = o["raw_dir"], o["version"]
+    found = os.path.join(workdir, raw_dir)
+    if _find_tree(found, version) is not None or any(
+            os.path.isfile(os.path.join(found, n)) for n in archive_names(version)):
+        return []
+    return [(f"the Mapillary Vistas {version} download is not in {raw_dir} (dataset.raw_dir; "
+             "its licence requires a manual download)", _what_to_do(raw_dir, version))]
 
 
 def _read_config(path: str) -> List[Dict]:

@@ -1,0 +1,288 @@
+"""A job that dies while saving, or leaves a torn newest checkpoint, resumes from the
+newest checkpoint that loads and ends where an uninterrupted run ends (rewardseg.runner,
+``rewardseg stage``); ``run.json`` says which iterations the job itself trained."""
+import contextlib
+import errno
+import io
+import itertools
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import rewardseg  # noqa: F401
+from conftest import BIN, ENV, REPO
+from rewardseg import cli, paths
+from rewardseg.compat import load_checkpoint_file
+from rewardseg.results import read_val_metrics
+from rewardseg.runconfig import pretrain_spec, tune_spec
+from rewardseg.study import load_study
+
+_NAMES = itertools.count()
+
+
+@contextlib.contextmanager
+def own_experiment_names():
+    """mmengine names a run's message hub after the second it starts in: two runs of one
+    process started in the same second would share it, so each run gets its own name."""
+    import rewardseg.runner as runner_mod
+
+    build = runner_mod.build_run_config
+
+    def named(spec, *args, **kwargs):
+        cfg = build(spec, *args, **kwargs)
+        cfg.experiment_name = f"faults-{os.getpid()}-{next(_NAMES)}"
+        return cfg
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner_mod, "build_run_config", named)
+        yield
+
+
+def run_stage(spec, work_dir):
+    from rewardseg.runner import run_stage as run
+
+    with own_experiment_names():
+        return run(spec, str(work_dir))
+
+
+@pytest.fixture(scope="module")
+def smoke_env(tmp_path_factory):
+    """The smoke study's data and CE pretraining, made in this process (no workflow)."""
+    from rewardseg import data
+
+    root = tmp_path_factory.mktemp("faults")
+    study = load_study(os.path.join(REPO, "configs/studies/smoke.yaml"))
+    study["model"]["config"] = os.path.join(REPO, study["model"]["config"])
+    data_dir, work = str(root / "data"), str(root / "work")
+    data.prepare(paths.data_root(study["dataset"]["name"], data_dir), study["dataset"],
+                 progress=False)
+    run_stage(pretrain_spec(study, data_dir=data_dir), paths.pretrain_dir(study["study"], work))
+    return dict(study=study, data_dir=data_dir, work=work, root=root)
+
+
+def reference_spec(env, **fields):
+    """The smoke study's reinforce reference (sampled rewards: the RNG must resume too),
+    8 iterations, a checkpoint and a validation every 2 (tuning keeps the last two)."""
+    spec = tune_spec(env["study"], "reference", 0, work_dir=env["work"],
+                     data_dir=env["data_dir"])
+    spec.update(iters=8, eval_interval=2, checkpoint_interval=2, **fields)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def straight(smoke_env):
+    work = smoke_env["root"] / "straight"
+    run_stage(reference_spec(smoke_env), work)
+    return work
+
+
+def record(work):
+    with open(os.path.join(work, "run.json")) as fh:
+        return json.load(fh)
+
+
+def assert_same_run(got, expected):
+    """Same validations at every step and the same final weights, bit for bit."""
+    a, b = read_val_metrics(str(expected)), read_val_metrics(str(got))
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [2, 4, 6, 8]
+    assert [r["metrics"] for r in b] == [r["metrics"] for r in a]
+    want = load_checkpoint_file(str(expected / "iter_8.pth"), map_location="cpu")["state_dict"]
+    have = load_checkpoint_file(str(got / "iter_8.pth"), map_location="cpu")["state_dict"]
+    assert have.keys() == want.keys()
+    for key, value in want.items():
+        assert have[key].equal(value), key
+
+
+class Stopped(Exception):
+    """Stands in for a job killed right after a checkpoint."""
+
+
+def run_until(spec, work, stop_after):
+    """Run ``spec`` in ``work`` and stop right after the checkpoint of ``stop_after``
+    (iter_<n>.pth and last_checkpoint written, no run.json)."""
+    from mmengine.hooks import CheckpointHook
+
+    save = CheckpointHook._save_checkpoint
+
+    def save_then_stop(self, runner):
+        save(self, runner)
+        if runner.iter + 1 == stop_after:
+            raise Stopped(stop_after)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(CheckpointHook, "_save_checkpoint", save_then_stop)
+        with pytest.raises(Stopped):
+            run_stage(spec, work)
+    assert not (work / "run.json").exists()
+
+
+def cut_short(path, keep=0.5):
+    size = int(os.path.getsize(path) * keep)
+    with open(path, "r+b") as fh:
+        fh.truncate(size)
+    return size
+
+
+def stage_cli(spec, work):
+    """``rewardseg stage`` in this process: exit code, stdout, stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with own_experiment_names(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["stage", "--spec", json.dumps(spec), "--work-dir", str(work)])
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_an_uninterrupted_run_records_that_it_trained_every_iteration(straight):
+    rec = record(straight)
+    assert (rec["resumed"], rec["start_iter"], rec["iters_done"], rec["final_iter"]) == \
+        (False, 0, 8, 8)
+    assert sorted(p.name for p in straight.glob("iter_*.pth")) == ["iter_6.pth", "iter_8.pth"]
+
+
+def test_torn_newest_checkpoint_falls_back_to_the_one_before(smoke_env, straight, tmp_path):
+    """Stopped after the checkpoint at 6, whose file is then cut in half (what a copy or
+    a file system can leave): the rerun resumes from iter_4, says so in one line, keeps
+    the torn file as iter_6.pth.torn, prints and records the iterations it trained, and
+    ends bit-identical to the uninterrupted run."""
+    spec = reference_spec(smoke_env)
+    work = tmp_path / "run"
+    run_until(spec, work, stop_after=6)
+    assert open(work / "last_checkpoint").read().strip().endswith("iter_6.pth")
+    torn_size = cut_short(work / "iter_6.pth")
+
+    code, out, err = stage_cli(spec, work)
+    assert code == 0, err[-3000:]
+    notes = [line for line in err.splitlines() if "resuming from" in line]
+    assert len(notes) == 1, err[-3000:]
+    assert notes[0].startswith(f"{work}: resuming from iter_4.pth (iteration 4): "
+                               "iter_6.pth cannot be loaded ("), notes[0]
+    assert notes[0].endswith("renamed to iter_6.pth.torn"), notes[0]
+    assert (work / "iter_6.pth.torn").stat().st_size == torn_size  # kept as it was
+    rec = record(work)
+    assert (rec["resumed"], rec["start_iter"], rec["iters_done"], rec["final_iter"]) == \
+        (True, 4, 4, 8)
+    assert "tune reference seed 0: resumed at 4, 4 iterations (4 to 8) in " in out, out[-2000:]
+    assert_same_run(work, straight)
+
+
+def test_no_checkpoint_that_loads_starts_again_from_the_start_checkpoint(
+        smoke_env, straight, tmp_path):
+    spec = reference_spec(smoke_env)
+    work = tmp_path / "run"
+    run_until(spec, work, stop_after=6)
+    cut_short(work / "iter_6.pth")
+    cut_short(work / "iter_4.pth", keep=0)  # an empty file: not even a zip header
+
+    code, out, err = stage_cli(spec, work)
+    assert code == 0, err[-3000:]
+    notes = [line for line in err.splitlines() if "no checkpoint to resume from" in line]
+    assert len(notes) == 1, err[-3000:]
+    assert "iter_6.pth cannot be loaded" in notes[0] and "iter_4.pth cannot be loaded" in notes[0]
+    assert notes[0].endswith(f"starting again from the start checkpoint {spec['load_from']}")
+    assert (work / "iter_6.pth.torn").exists() and (work / "iter_4.pth.torn").exists()
+    rec = record(work)
+    assert (rec["resumed"], rec["start_iter"], rec["iters_done"]) == (False, 0, 8)
+    assert "tune reference seed 0: 8 iterations in " in out, out[-2000:]
+    assert_same_run(work, straight)
+
+
+def test_full_disk_while_saving_fails_the_job_and_the_rerun_resumes(
+        smoke_env, straight, tmp_path):
+    """The disk fills up while iter_6.pth is written (half of it lands): the job fails
+    with the OSError, leaves no run.json, and the rerun resumes from iter_4 (the newest
+    checkpoint whose save completed) and ends bit-identical to the uninterrupted run."""
+    import mmengine.runner.runner as mm_runner
+
+    real_save = mm_runner.save_checkpoint
+
+    def save_until_full(checkpoint, filename, *args, **kwargs):
+        if not filename.endswith("iter_6.pth"):
+            return real_save(checkpoint, filename, *args, **kwargs)
+        buffer = io.BytesIO()
+        import torch
+
+        torch.save(checkpoint, buffer)
+        with open(filename, "wb") as fh:
+            fh.write(buffer.getvalue()[:len(buffer.getvalue()) // 3])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+
+    spec = reference_spec(smoke_env)
+    work = tmp_path / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mm_runner, "save_checkpoint", save_until_full)
+        with pytest.raises(OSError) as failed:
+            run_stage(spec, work)
+    assert failed.value.errno == errno.ENOSPC
+    assert not (work / "run.json").exists()
+    assert (work / "iter_6.pth").exists()  # the torn file is there
+    assert open(work / "last_checkpoint").read().strip().endswith("iter_4.pth")
+
+    code, out, err = stage_cli(spec, work)
+    assert code == 0, err[-3000:]
+    rec = record(work)
+    assert (rec["resumed"], rec["start_iter"], rec["iters_done"]) == (True, 4, 4)
+    assert_same_run(work, straight)
+
+
+def test_a_moved_run_folder_resumes_from_its_own_checkpoints(smoke_env, straight, tmp_path):
+    """``last_checkpoint`` holds an absolute path: a run folder copied elsewhere (another
+    file system, another cluster) names a file that is not there, and the copy's own
+    checkpoints are used instead."""
+    spec = reference_spec(smoke_env)
+    first = tmp_path / "first"
+    run_until(spec, first, stop_after=6)
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    code, out, err = stage_cli(spec, moved)
+    assert code == 0, err[-3000:]
+    assert f"{moved}: resuming from iter_6.pth (iteration 6): {first / 'iter_6.pth'} is " \
+        "missing" in err, err[-3000:]
+    assert record(moved)["start_iter"] == 6
+    assert_same_run(moved, straight)
+
+
+def test_two_processes_fall_back_together(smoke_env, tmp_path):
+    """Two gloo processes (each checks the candidates; rank 0 renames and reports): a
+    finished run whose run.json is gone and whose newest checkpoint is torn resumes from
+    the one before, once, and trains the same last iterations again."""
+    spec = reference_spec(smoke_env, batch_size=2)
+
+    def stage(work):
+        return subprocess.run([os.path.join(BIN, "rewardseg"), "stage", "--spec",
+                               json.dumps(spec), "--work-dir", str(work), "--nproc", "2"],
+                              env=ENV, capture_output=True, text=True)
+
+    whole, torn = tmp_path / "whole", tmp_path / "torn"
+    proc = stage(whole)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.copytree(whole, torn)
+    (torn / "run.json").unlink()
+    (torn / "last_checkpoint").write_text(str(torn / "iter_8.pth"))
+    cut_short(torn / "iter_8.pth")
+    records_before = len(open(torn / "val_metrics.jsonl").read().splitlines())
+    proc = stage(torn)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    notes = [line for line in proc.stderr.splitlines() if "resuming from" in line]
+    assert len(notes) == 1 and notes[0].startswith(
+        f"{torn}: resuming from iter_6.pth (iteration 6): iter_8.pth cannot be loaded"), \
+        proc.stderr[-3000:]
+    assert (torn / "iter_8.pth.torn").exists()
+    rec = record(torn)
+    assert (rec["world_size"], rec["start_iter"], rec["iters_done"]) == (2, 6, 2)
+    assert "resumed at 6, 2 iterations (6 to 8)" in proc.stdout
+    assert len(open(torn / "val_metrics.jsonl").read().splitlines()) == records_before + 1
+    assert_same_run(torn, whole)
+
+
+@pytest.mark.parametrize("rec, expected", [
+    (dict(spec={}, resumed=False, start_iter=0, final_iter=80), "80 iterations"),
+    (dict(spec={}, resumed=True, start_iter=20, final_iter=80),
+     "resumed at 20, 60 iterations (20 to 80)"),
+    (dict(spec={"released": {"80000": {}, "40000": {}}}, resumed=False, start_iter=80000,
+          final_iter=80000), "released checkpoints (iterations 40000, 80000) evaluated"),
+])
+def test_stage_summary_names_what_the_job_did(rec, expected):
+    assert cli._stage_summary(rec) == expected
