@@ -286,3 +286,39 @@ def test_two_processes_fall_back_together(smoke_env, tmp_path):
 ])
 def test_stage_summary_names_what_the_job_did(rec, expected):
     assert cli._stage_summary(rec) == expected
+
+
+def test_pretraining_in_parts_ends_like_one_run(smoke_env, tmp_path):
+    """`rewardseg stage --stop-at` (the workflow's pretraining parts, so that tuning
+    starts as soon as its start checkpoint exists): the part stops at its checkpoint with
+    part_<n>.json and no run.json, the next job resumes with the same schedule, and the
+    whole ends with the uninterrupted pretraining's validations and weights."""
+    from rewardseg.runner import run_stage as run
+    from rewardseg.study import StudyError
+
+    spec = pretrain_spec(smoke_env["study"], data_dir=smoke_env["data_dir"])
+    whole = paths.pretrain_dir(smoke_env["study"]["study"], smoke_env["work"])
+    work = tmp_path / "parts"
+    with own_experiment_names():
+        part = run(spec, str(work), stop_at=4)
+    assert os.path.isfile(work / "part_4.json") and not os.path.exists(work / "run.json")
+    assert (part["final_iter"], part["iters_done"]) == (4, 4)
+    assert [r["step"] for r in read_val_metrics(str(work))] == [4]
+    run_stage(spec, work)
+    assert record(work)["start_iter"] == 4 and record(work)["final_iter"] == 8
+    a, b = read_val_metrics(whole), read_val_metrics(str(work))
+    assert [r["step"] for r in b] == [r["step"] for r in a] == [4, 8]
+    assert [r["metrics"] for r in b] == [r["metrics"] for r in a]
+    want = load_checkpoint_file(os.path.join(whole, "iter_8.pth"), map_location="cpu")
+    have = load_checkpoint_file(str(work / "iter_8.pth"), map_location="cpu")
+    assert have["state_dict"].keys() == want["state_dict"].keys()
+    for key, value in want["state_dict"].items():
+        assert have["state_dict"][key].equal(value), key
+    # a part already passed (the run went on): its checkpoint is the part, nothing trains
+    os.remove(work / "part_4.json")
+    with own_experiment_names():
+        again = run(spec, str(work), stop_at=4)
+    assert again["iters_done"] == 0 and os.path.isfile(work / "part_4.json")
+    assert os.path.isfile(work / "run.json")  # the finished run stays finished
+    with pytest.raises(StudyError, match="--stop-at 3: expected a checkpoint step"):
+        run(spec, str(tmp_path / "bad"), stop_at=3)

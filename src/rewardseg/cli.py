@@ -39,18 +39,20 @@ def _cmd_stage(ns) -> int:
         # one job, several processes: relaunch under torchrun (mmengine's pytorch launcher)
         threads = max(1, (ns.threads or 0) // ns.nproc)
         cmd = torchrun_command(ns.nproc, ["stage", "--spec", ns.spec, "--work-dir",
-                                          ns.work_dir, "--threads", str(threads)])
+                                          ns.work_dir, "--threads", str(threads)]
+                               + (["--stop-at", str(ns.stop_at)] if ns.stop_at else []))
         return subprocess.call(cmd)
     if ns.threads:
         import torch
 
         torch.set_num_threads(ns.threads)
     launcher = "pytorch" if "LOCAL_RANK" in os.environ else "none"
-    record = run_stage(spec, ns.work_dir, launcher=launcher)
+    record = run_stage(spec, ns.work_dir, launcher=launcher, stop_at=ns.stop_at)
     if distributed_rank() != 0:
         return 0
-    print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}: {_stage_summary(record)} "
-          f"in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
+    part = f" (part: up to {ns.stop_at})" if ns.stop_at else ""
+    print(f"{spec['stage']} {spec['variant']} seed {spec['seed']}{part}: "
+          f"{_stage_summary(record)} in {record['wall_time_s']:.1f}s -> {ns.work_dir}")
     return 0
 
 
@@ -268,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "global batch = nproc x batch_size. On a CPU: gloo processes")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads per process (0: torch's default)")
+    p.add_argument("--stop-at", type=int, default=None, metavar="ITER",
+                   help="train up to this checkpoint step only (same schedule) and write "
+                        "part_<ITER>.json instead of run.json: a pretraining in parts")
     p.set_defaults(func=_cmd_stage)
 
     p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")

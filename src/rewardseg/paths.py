@@ -50,6 +50,12 @@ def pretrain_dir(study: str, root: str = WORK) -> str:
     return os.path.join(root, study, PRETRAIN)
 
 
+def pretrain_part(study: str, step, root: str = WORK) -> str:
+    """Marker of a pretraining that has reached ``step`` (a tuning start point), its
+    checkpoint saved: written last by ``rewardseg stage --stop-at``."""
+    return os.path.join(pretrain_dir(study, root), f"part_{_num(step)}.json")
+
+
 def run_dir(study: str, variant: str, seed, root: str = WORK) -> str:
     return os.path.join(root, study, variant, f"seed{seed}")
 

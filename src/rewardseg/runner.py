@@ -17,11 +17,15 @@ from .runconfig import build_run_config
 from .study import StudyError
 
 
-def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Dict[str, Any]:
+def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none",
+              stop_at: Optional[int] = None) -> Dict[str, Any]:
     """Train one run; resumes from ``work_dir``'s last checkpoint when there is one.
 
     Writes ``work_dir/run.json`` (spec, seed, git commit, package versions, wall time)
     last and atomically: the workflow takes the run as complete only when it exists.
+    ``stop_at``: train only up to that iteration (a checkpoint step, before ``iters``;
+    the schedule stays the full run's) and write ``part_<stop_at>.json`` instead: one part
+    of a pretraining (:func:`rewardseg.paths.pretrain_part`).
     """
     from mmengine.runner import Runner
 
@@ -30,6 +34,14 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     os.makedirs(work_dir, exist_ok=True)
     record_path = paths.run_record(work_dir)
     rank = distributed_rank()
+    if stop_at is not None:
+        stop_at = int(stop_at)
+        if spec.get("released") or not 0 < stop_at < spec["iters"] or \
+                stop_at % spec["checkpoint_interval"]:
+            raise StudyError(f"--stop-at {stop_at}: expected a checkpoint step "
+                             f"(a multiple of {spec['checkpoint_interval']}) below the "
+                             f"run's {spec['iters']} iterations, of a run trained here")
+        record_path = os.path.join(work_dir, f"part_{stop_at}.json")
     if rank == 0 and os.path.exists(record_path):
         os.remove(record_path)  # being re-run: no stale completion marker
     if spec.get("released"):
@@ -37,12 +49,22 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     resume_from, start_iter = None, 0
     if os.path.isfile(os.path.join(work_dir, "last_checkpoint")):
         resume_from, start_iter = resume_point(work_dir, spec.get("load_from"), rank=rank)
+    if stop_at is not None and start_iter >= stop_at:
+        # already past it (the run went on in an earlier job): its checkpoint is the part
+        if not os.path.isfile(paths.checkpoint(work_dir, stop_at)):
+            raise StudyError(f"{work_dir} is at iteration {start_iter}, past {stop_at}, but "
+                             f"{os.path.basename(paths.checkpoint(work_dir, stop_at))} is "
+                             "missing: remove the folder to train it again")
+        return _finish_run(record_path, spec, True, time.time(), stop_at, start_iter=stop_at)
     resume = resume_from is not None
     load_from = resume_from if resume else spec.get("load_from")
     if not resume and load_from and not os.path.isfile(load_from):
         raise StudyError(f"start checkpoint {load_from!r} does not exist (run the pretraining)")
     cfg = prepare_config(build_run_config(spec), work_dir, seed=spec["seed"], resume=resume,
                          load_from=load_from, launcher=launcher)
+    if stop_at is not None:
+        cfg.custom_hooks = list(cfg.get("custom_hooks") or []) + [
+            dict(type="StopAtHook", stop_at=stop_at)]
     if rank == 0:
         cfg.dump(os.path.join(work_dir, "config.py"))
     t0 = time.time()
@@ -50,6 +72,9 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none") -> Di
     runner = Runner.from_cfg(cfg)
     runner.train()
     moved = None
+    if stop_at is not None and int(runner.iter) != stop_at:
+        raise RuntimeError(f"{work_dir}: training stopped at iteration {runner.iter}, "
+                           f"not at {stop_at}")
     if rank == 0 and spec.get("load_from"):
         moved = weight_change(runner.model, spec["load_from"])
     return _finish_run(record_path, spec, resume, t0, int(runner.iter), weight_change=moved,

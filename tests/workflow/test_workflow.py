@@ -169,3 +169,26 @@ def test_default_study_dry_run_lists_every_run():
     runs = len(study["variants"]) * len(study["seeds"])
     out = proc.stdout + proc.stderr
     assert any(line.split() == ["tune", str(runs)] for line in out.splitlines()), out[-2000:]
+
+
+def test_pretraining_in_parts_lets_tuning_start_at_its_checkpoint(smoke, tmp_path):
+    """`pretrain: {parts: true}`: one pretraining job up to each tuning start point; the
+    tuning runs wait for that part only, and every number equals the one-job run's."""
+    root = copy_workflow(tmp_path / "wf")
+    path = os.path.join(root, "configs/studies/smoke.yaml")
+    study = yaml.safe_load(open(path))
+    study["pretrain"]["parts"] = True
+    yaml.safe_dump(study, open(path, "w"))
+    targets = ["work/smoke/control/seed0/run.json", "work/smoke/pretrain/run.json"]
+    plan = snakemake(root, *targets, "-n", "--configfile", path).stdout
+    jobs = {block.split(":")[0].strip(): block for block in plan.split("rule ")[1:]}
+    assert "output: work/smoke/pretrain/part_4.json" in jobs["pretrain_part"]
+    assert "work/smoke/pretrain/part_4.json" in jobs["tune"]
+    assert "work/smoke/pretrain/run.json" not in jobs["tune"]
+    assert "work/smoke/pretrain/part_4.json" in jobs["pretrain"]
+    snakemake(root, *targets, "--configfile", path)
+    assert os.path.isfile(os.path.join(root, "work/smoke/pretrain/part_4.json"))
+    for run in ("pretrain", "control/seed0"):
+        got, want = (os.path.join(r, "work/smoke", run, "val_metrics.jsonl") for r in (root, smoke))
+        assert [json.loads(l)["metrics"] for l in open(got)] == \
+            [json.loads(l)["metrics"] for l in open(want)], run

@@ -129,6 +129,32 @@ def class_weight_inputs(wildcards):
     return [paths.class_weights(paths.data_root(DATASET), smoothing)]
 
 
+# `pretrain: {parts: true}`: a pretraining trained here runs in parts, one job each, that
+# stop at the tuning start points (`rewardseg stage --stop-at`): a tuning run starts as
+# soon as its start checkpoint exists, beside the rest of the pretraining (same numbers).
+PRETRAIN_PARTS = [] if RELEASED or not config["pretrain"].get("parts") else sorted(
+    {int(variant_fields(config, v)["start"]) for v in VARIANTS}
+    - {int(pretrain_spec(config)["iters"])})
+
+
+def previous_pretrain_part(wildcards):
+    earlier = [s for s in PRETRAIN_PARTS if s < int(wildcards.step)]
+    return [paths.pretrain_part(wildcards.study, earlier[-1])] if earlier else []
+
+
+def last_pretrain_part(wildcards):
+    return [paths.pretrain_part(wildcards.study, PRETRAIN_PARTS[-1])] if PRETRAIN_PARTS else []
+
+
+def tune_start_input(wildcards):
+    """A tuning run waits for the pretraining part that ends at its start (else for the
+    whole pretraining: released checkpoints, or a start at its last iteration)."""
+    start = int(variant_fields(config, wildcards.variant)["start"])
+    if start in PRETRAIN_PARTS:
+        return paths.pretrain_part(wildcards.study, start)
+    return paths.run_record(paths.pretrain_dir(wildcards.study))
+
+
 def pretrain_spec_json(wildcards):
     return json.dumps(pretrain_spec(config), sort_keys=True)
 

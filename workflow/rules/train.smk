@@ -43,12 +43,44 @@ if RELEASED:  # downloaded on the submitting machine; the pretrain job evaluates
             "rewardseg download {params.url:q} {output} --sha256 {params.sha256} 2> {log}"
 
 
+if PRETRAIN_PARTS:  # a pretraining trained here stops at each tuning start point
+
+    rule pretrain_part:
+        input:
+            data=paths.dataset_meta(DATASET),
+            model=config["model"]["config"],
+            pretrained=pretrained_input,
+            previous=previous_pretrain_part,
+        output:
+            paths.pretrain_part("{study}", "{step}"),
+        params:
+            spec=pretrain_spec_json,
+            work_dir=lambda wc: paths.pretrain_dir(wc.study),
+            nproc=max(1, RESOURCES[PRETRAIN]["gpus"]),
+            attempts=lambda wc: paths.attempts_log(wc.study, f"{PRETRAIN}_part{wc.step}"),
+        log:
+            paths.log("{study}", "pretrain_part{step}"),
+        threads: RESOURCES[PRETRAIN]["cpus"]
+        priority: 10  # the tuning runs wait for it
+        resources:
+            gpu=RESOURCES[PRETRAIN]["gpus"],
+            runtime=RESOURCES[PRETRAIN]["runtime"],
+            mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
+            **SLURM,
+        shell:
+            "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
+            " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
+            " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
+            " --stop-at {wildcards.step} 3>&2"
+
+
 rule pretrain:
     input:
         data=paths.dataset_meta(DATASET),
         model=config["model"]["config"],
         pretrained=pretrained_input,
         released=released_inputs,
+        previous=last_pretrain_part,
     output:
         paths.run_record(paths.pretrain_dir("{study}")),
     params:
@@ -59,6 +91,7 @@ rule pretrain:
     log:
         paths.log("{study}", PRETRAIN),
     threads: RESOURCES[PRETRAIN]["cpus"]
+    priority: 10
     resources:
         gpu=RESOURCES[PRETRAIN]["gpus"],
         runtime=RESOURCES[PRETRAIN]["runtime"],
@@ -72,7 +105,7 @@ rule pretrain:
 
 rule tune:
     input:
-        pretrain=paths.run_record(paths.pretrain_dir("{study}")),
+        pretrain=tune_start_input,
         weights=class_weight_inputs,
     output:
         paths.run_record(paths.run_dir("{study}", "{variant}", "{seed}")),

@@ -314,4 +314,24 @@ class AverageLogVarsHook(Hook):
             outputs[key] = value.to(old.dtype) if isinstance(old, torch.Tensor) else float(value)
 
 
-__all__ = ["AverageLogVarsHook", "NonFiniteLossHook", "RNGStateHook", "SyncNormStatsHook"]
+@HOOKS.register_module()
+class StopAtHook(Hook):
+    """End training after iteration ``stop_at``, its checkpoint saved (``CheckpointHook``,
+    ``VERY_LOW``, runs before this ``LOWEST`` hook) and its validation run (the loop
+    validates before it looks at ``stop_training``). A pretraining run in parts, one job
+    each (``rewardseg stage --stop-at``), so that tuning runs start as soon as their
+    start checkpoint exists; the next part resumes from that checkpoint with the same
+    schedule, and ends with the numbers of an uninterrupted run."""
+
+    priority = "LOWEST"
+
+    def __init__(self, stop_at: int):
+        self.stop_at = int(stop_at)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None) -> None:
+        if runner.iter + 1 >= self.stop_at:
+            runner.train_loop.stop_training = True
+
+
+__all__ = ["AverageLogVarsHook", "NonFiniteLossHook", "RNGStateHook", "StopAtHook",
+           "SyncNormStatsHook"]
