@@ -380,3 +380,20 @@ def test_after_a_study_planned_gpu_hours_next_to_measured(tmp_path, capsys):
                                  f"{90 / 3600:.3f}", "58%", "45%"]
     assert table["total"][1:] == [f"{(36 + 180) / 3600:.3f}", f"{130 / 3600:.3f}"]
     assert "efficiency_report_abc.csv" in block[-1]
+
+
+def test_a_pretraining_in_parts_counts_every_part(tmp_path):
+    """`pretrain: {parts: true}`: the parts' wall times (part_<n>.json) and SLURM jobs
+    (rule pretrain_part) count for the pretraining stage."""
+    study = check_study(copy.deepcopy(load_study(SMOKE)))
+    work = str(tmp_path / "work")
+    write_record(paths.pretrain_dir("smoke", work), spec={"iters": 8}, wall_time_s=36.0,
+                 world_size=1, final_iter=8, resumed=True)
+    with open(paths.pretrain_part("smoke", 4, work), "w") as fh:
+        json.dump(dict(spec={"iters": 8}, wall_time_s=18.0, world_size=1, final_iter=4), fh)
+    write_report(str(tmp_path / "logs" / "slurm" / "efficiency_report_p.csv"), [
+        (20, "rule_pretrain_part_wildcards_smoke_4", 20.0, 10.0, 1, 500.0, 25.0),
+        (21, "rule_pretrain_wildcards_smoke", 40.0, 20.0, 1, 500.0, 25.0)])
+    pre = plan(study, work)[0]["done"]
+    assert pre["runs"] == 1 and pre["gpu_hours"] == pytest.approx((36.0 + 18.0) / 3600)
+    assert pre["slurm"]["jobs"] == 2 and pre["slurm"]["gpu_hours"] == pytest.approx(60.0 / 3600)

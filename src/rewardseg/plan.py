@@ -315,7 +315,8 @@ def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, A
     """Per stage (``pretrain``, ``tune``): the finished runs of the study's variants and
     seeds, and their GPU-hours, each run's ``run.json`` ``wall_time_s`` x its GPUs
     (``world_size``: the processes, one per GPU; 0 for a stage configured with no GPU).
-    A resumed run's wall time is its last attempt's only (``resumed``)."""
+    A resumed run's wall time is its last attempt's only (``resumed``); a pretraining in
+    parts adds each part's (``part_<n>.json``)."""
     name = study["study"]
     records = {paths.PRETRAIN: [paths.run_record(paths.pretrain_dir(name, work_root))],
                "tune": [paths.run_record(paths.run_dir(name, v, s, work_root))
@@ -336,6 +337,12 @@ def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, A
             hours += float(record["wall_time_s"]) * gpus / 3600.0
             runs += 1
             resumed += bool(record.get("resumed"))
+        if stage == paths.PRETRAIN:  # the parts of a pretraining in parts
+            for part in glob.glob(paths.pretrain_part(name, "*", work_root)):
+                with open(part) as fh:
+                    record = json.load(fh)
+                gpus = int(record.get("world_size") or configured) if configured > 0 else 0
+                hours += float(record.get("wall_time_s") or 0.0) * gpus / 3600.0
         out[stage] = dict(runs=runs, expected=len(files), resumed=resumed, gpu_hours=hours)
     return out
 
@@ -353,7 +360,8 @@ def _stage_of(rule: str, study: dict) -> Optional[str]:
     """The stage of a SLURM job of this study, from its comment (the plugin's
     ``rule_<rule>_wildcards_<study>[_<variant>_<seed>]``), or None."""
     name = study["study"]
-    if rule == f"rule_pretrain_wildcards_{name}":
+    if rule == f"rule_pretrain_wildcards_{name}" or \
+            rule.startswith(f"rule_pretrain_part_wildcards_{name}_"):
         return paths.PRETRAIN
     prefix = f"rule_tune_wildcards_{name}_"
     if rule.startswith(prefix):
