@@ -3,6 +3,7 @@ plans and model configs, and a baseline from released checkpoints served on 127.
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -472,3 +473,14 @@ def test_more_seeds_from_the_command_line(tmp_path):
     bad = snakemake(root, "-n", "--configfile", "configs/studies/default.yaml",
                     "--config", "seeds=[0,x]", check=False)
     assert bad.returncode != 0 and "seeds.1" in bad.stdout + bad.stderr
+
+
+def test_default_pretraining_parts_and_their_threads(tmp_path):
+    """The default study pretrains in parts: to 500 alone on `first_part_cpus` (2), then to
+    750 and to the end on `cpus` (1) beside the tuning runs that start there."""
+    root = copy_workflow(tmp_path / "wf")
+    out = snakemake(root, "-n", "-p", "work/default/pretrain/run.json").stdout
+    commands = [line for line in out.splitlines() if "rewardseg stage" in line]
+    threads = {(re.search(r"--stop-at (\d+)", c) or [None, "end"])[1]:
+               re.search(r"--threads (\d+)", c)[1] for c in commands}
+    assert threads == {"500": "2", "750": "1", "end": "1"}, commands

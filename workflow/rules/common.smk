@@ -137,6 +137,14 @@ PRETRAIN_PARTS = [] if RELEASED or not config["pretrain"].get("parts") else sort
     - {int(pretrain_spec(config)["iters"])})
 
 
+def pretrain_part_threads(wildcards):
+    """The first part runs before any tuning run can: `resources.pretrain.first_part_cpus`
+    (default: `cpus`); the later ones share the machine with tuning runs: `cpus`."""
+    res = RESOURCES[PRETRAIN]
+    first = PRETRAIN_PARTS and int(wildcards.step) == PRETRAIN_PARTS[0]
+    return int(res.get("first_part_cpus") or res["cpus"]) if first else int(res["cpus"])
+
+
 def previous_pretrain_part(wildcards):
     earlier = [s for s in PRETRAIN_PARTS if s < int(wildcards.step)]
     return [paths.pretrain_part(wildcards.study, earlier[-1])] if earlier else []

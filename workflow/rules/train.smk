@@ -60,7 +60,7 @@ if PRETRAIN_PARTS:  # a pretraining trained here stops at each tuning start poin
             attempts=lambda wc: paths.attempts_log(wc.study, f"{PRETRAIN}_part{wc.step}"),
         log:
             paths.log("{study}", "pretrain_part{step}"),
-        threads: RESOURCES[PRETRAIN]["cpus"]
+        threads: pretrain_part_threads
         priority: 10  # the tuning runs wait for it
         resources:
             gpu=RESOURCES[PRETRAIN]["gpus"],
