@@ -50,10 +50,15 @@ def pretrain_dir(study: str, root: str = WORK) -> str:
     return os.path.join(root, study, PRETRAIN)
 
 
+def part_record(run_dir_: str, step) -> str:
+    """Marker of a run that has reached ``step`` (one part of it), its checkpoint saved:
+    written last by ``rewardseg stage --stop-at``."""
+    return os.path.join(run_dir_, f"part_{_num(step)}.json")
+
+
 def pretrain_part(study: str, step, root: str = WORK) -> str:
-    """Marker of a pretraining that has reached ``step`` (a tuning start point), its
-    checkpoint saved: written last by ``rewardseg stage --stop-at``."""
-    return os.path.join(pretrain_dir(study, root), f"part_{_num(step)}.json")
+    """The pretraining's :func:`part_record` at ``step`` (a tuning start point)."""
+    return part_record(pretrain_dir(study, root), step)
 
 
 def run_dir(study: str, variant: str, seed, root: str = WORK) -> str:

@@ -311,6 +311,13 @@ def plan(study: dict, work_root: str = paths.WORK,
 EFFICIENCY_REPORT = "efficiency_report_*.csv"  # the SLURM plugin's file name
 
 
+def _gpu_hours(record: dict, configured: int) -> float:
+    """A run record's wall time x its GPUs (``world_size``, else the stage's; none for a
+    stage configured with no GPU)."""
+    gpus = int(record.get("world_size") or configured) if configured > 0 else 0
+    return float(record.get("wall_time_s") or 0.0) * gpus / 3600.0
+
+
 def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
     """Per stage (``pretrain``, ``tune``): the finished runs of the study's variants and
     seeds, and their GPU-hours, each run's ``run.json`` ``wall_time_s`` x its GPUs
@@ -333,16 +340,13 @@ def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, A
                 record = json.load(fh)
             if record.get("wall_time_s") is None:
                 continue
-            gpus = int(record.get("world_size") or configured) if configured > 0 else 0
-            hours += float(record["wall_time_s"]) * gpus / 3600.0
+            hours += _gpu_hours(record, configured)
             runs += 1
             resumed += bool(record.get("resumed"))
         if stage == paths.PRETRAIN:  # the parts of a pretraining in parts
             for part in glob.glob(paths.pretrain_part(name, "*", work_root)):
                 with open(part) as fh:
-                    record = json.load(fh)
-                gpus = int(record.get("world_size") or configured) if configured > 0 else 0
-                hours += float(record.get("wall_time_s") or 0.0) * gpus / 3600.0
+                    hours += _gpu_hours(json.load(fh), configured)
         out[stage] = dict(runs=runs, expected=len(files), resumed=resumed, gpu_hours=hours)
     return out
 

@@ -41,7 +41,7 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none",
             raise StudyError(f"--stop-at {stop_at}: expected a checkpoint step "
                              f"(a multiple of {spec['checkpoint_interval']}) below the "
                              f"run's {spec['iters']} iterations, of a run trained here")
-        record_path = os.path.join(work_dir, f"part_{stop_at}.json")
+        record_path = paths.part_record(work_dir, stop_at)
     if rank == 0 and os.path.exists(record_path):
         os.remove(record_path)  # being re-run: no stale completion marker
     if spec.get("released"):

@@ -10,6 +10,13 @@
 # (<log stem>.attempts.log, declared nowhere, so every attempt stays).
 # The SLURM status-command check runs at start: check_slurm_status_command (common.smk).
 
+# The training rules' command (the job's spec, work folder, processes, threads).
+STAGE_COMMAND = (
+    "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
+    " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
+    " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
+)
+
 
 localrules:
     pretrained_weights,
@@ -68,10 +75,7 @@ if PRETRAIN_PARTS:  # a pretraining trained here stops at each tuning start poin
             mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
             **SLURM,
         shell:
-            "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
-            " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
-            " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads}"
-            " --stop-at {wildcards.step} 3>&2"
+            f"{STAGE_COMMAND} --stop-at {{wildcards.step}} 3>&2"
 
 
 rule pretrain:
@@ -98,9 +102,7 @@ rule pretrain:
         mem_mb=RESOURCES[PRETRAIN]["mem_mb"],
         **SLURM,
     shell:
-        "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
-        " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
-        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads} 3>&2"
+        f"{STAGE_COMMAND} 3>&2"
 
 
 rule tune:
@@ -123,6 +125,4 @@ rule tune:
         mem_mb=RESOURCES["tune"]["mem_mb"],
         **SLURM,
     shell:
-        "REWARDSEG_PROGRESS_FD=3 bash workflow/scripts/logged-attempt.sh {log:q}"
-        " {params.attempts:q} rewardseg stage --spec {params.spec:q}"
-        " --work-dir {params.work_dir} --nproc {params.nproc} --threads {threads} 3>&2"
+        f"{STAGE_COMMAND} 3>&2"
