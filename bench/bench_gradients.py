@@ -12,7 +12,7 @@ every loss term's gradient is taken separately from *one* shared forward pass pe
 * ``RewardLoss`` on the decode head's raw logits (called the way ``RewardASPPHead`` calls
   it): ``weighted_ce`` (alpha 0.1, batch_loo) and ``reinforce`` with rloo k=4 at the
   logits' and at the label's resolution, each with ``normalize='image'`` and ``'pixel'``,
-  second_sample and greedy (image), local_expectation k=1 (image). Every reward term of a batch starts from the same
+  no baseline, second_sample and greedy (image), local_expectation k=1 (image). Every reward term of a batch starts from the same
   torch seed, so the image and pixel variants draw the very same samples.
 
 For each term it prints the L2 norm of the gradient over the backbone's and the decode
@@ -89,6 +89,7 @@ TERMS: Dict[str, Optional[dict]] = {
                                               sample_at="label", normalize="image"),
     "reinforce rloo4 label pixel": _reinforce(baseline="rloo", num_samples=4,
                                               sample_at="label", normalize="pixel"),
+    "reinforce none image": _reinforce(baseline="none", num_samples=1, normalize="image"),
     "reinforce second_sample image": _reinforce(baseline="second_sample", num_samples=1,
                                                 normalize="image"),
     "reinforce greedy image": _reinforce(baseline="greedy", num_samples=1,

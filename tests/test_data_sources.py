@@ -50,7 +50,8 @@ def test_declarations():
     assert secrets == {"synthetic": (), "easyportrait": (), "mapillary": (),
                        "cityscapes": ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")}
     assert {s: set(data.source_module(s).OPTIONS) for s in data.SOURCES} == {
-        "synthetic": {"num_train", "num_val", "height", "width", "seed"},
+        "synthetic": {"num_train", "num_val", "height", "width", "seed", "persons",
+                      "person_size", "poles", "pole_width"},
         "cityscapes": {"raw_dir", "local_copy", "base_url"},
         "easyportrait": {"raw_dir", "local_copy", "urls", "sha256"},
         "mapillary": {"raw_dir", "version"}}
@@ -61,7 +62,7 @@ def test_declarations():
     # the defaults of the study configs of today, so that their data stay identical
     assert data.settings({"source": "synthetic"}) == dict(
         source="synthetic", classes=None, num_train=200, num_val=32, height=96, width=192,
-        seed=0)
+        seed=0, persons=1.0, person_size=1.0, poles=1.0, pole_width=1.0)
     assert data.settings({"source": "mapillary", "name": "mv"}) == dict(
         name="mv", source="mapillary", classes="cityscapes", raw_dir="data/raw/mapillary",
         version="v1.2")
@@ -185,7 +186,8 @@ def test_an_incomplete_source_is_refused_at_discovery(tmp_path, monkeypatch):
      "name, source, classes, raw_dir, local_copy, base_url)"),
     ({"name": "s", "source": "synthetic", "raw_dir": "x"},
      "study config: dataset.raw_dir is not an option of source 'synthetic' (its options: "
-     "name, source, num_train, num_val, height, width, seed)"),
+     "name, source, num_train, num_val, height, width, seed, persons, person_size, poles, "
+     "pole_width)"),
     ({"name": "k", "source": "kitti"},
      "study config: dataset.source 'kitti' is not a dataset source (one of: cityscapes, "
      "easyportrait, mapillary, synthetic)"),

@@ -382,10 +382,72 @@ def test_defaults_are_the_options(tmp_path):
     import inspect
 
     params = inspect.signature(generate_dataset).parameters
+    scene_defaults = synthetic._scene_options(None)
     for key, spec in OPTIONS.items():
-        assert params[key].default == spec["default"], key
+        if key in synthetic.SCENE_KEYS:  # passed as generate_dataset(scene={...})
+            assert scene_defaults[key] == spec["default"], key
+        else:
+            assert params[key].default == spec["default"], key
     assert {k: v["default"] for k, v in OPTIONS.items()} == dict(
-        num_train=200, num_val=32, height=96, width=192, seed=0)
+        num_train=200, num_val=32, height=96, width=192, seed=0,
+        persons=1.0, person_size=1.0, poles=1.0, pole_width=1.0)
+
+
+# ------------------------------------------------------------------ the rare classes' scene
+def _pixel_share(scene, n=40, h=96, w=192):
+    hist = np.zeros(256, np.int64)
+    for s in range(n):
+        hist += np.bincount(render_scene(s, h, w, scene)[1].ravel(), minlength=256)
+    return hist / hist.sum()
+
+
+def test_scene_multipliers_of_one_are_the_original_scenes():
+    """All four multipliers at 1 draw nothing extra: the original scenes, bit for bit."""
+    ones = dict(persons=1, person_size=1.0, poles=1.0, pole_width=1)
+    for s in (0, 7, 123):
+        img, lab = render_scene(s, 64, 128)
+        img1, lab1 = render_scene(s, 64, 128, ones)
+        assert np.array_equal(img, img1) and np.array_equal(lab, lab1)
+
+
+def test_more_and_larger_persons_and_poles():
+    """Each multiplier raises its class's share of the pixels; the default study's scene
+    puts person and pole at Cityscapes' order (1-2.5 %) and keeps them the rarest classes."""
+    person, pole = CLASSES.index("person"), CLASSES.index("pole")
+    base = _pixel_share({})
+    assert _pixel_share({"persons": 2})[person] > 1.3 * base[person]
+    assert _pixel_share({"person_size": 1.5})[person] > 1.3 * base[person]
+    assert _pixel_share({"poles": 2})[pole] > 1.3 * base[pole]
+    assert _pixel_share({"pole_width": 2})[pole] > 1.3 * base[pole]
+    import yaml
+
+    with open(Path(__file__).resolve().parents[1] / "configs" / "studies" / "default.yaml") as fh:
+        block = yaml.safe_load(fh)["dataset"]
+    share = _pixel_share({k: block[k] for k in synthetic.SCENE_KEYS if k in block})
+    for k in (person, pole):
+        assert 0.01 <= share[k] <= 0.025, (CLASSES[k], share[k])
+        assert share[k] < min(share[CLASSES.index(c)] for c in ("road", "building", "sky", "car"))
+
+
+@pytest.mark.parametrize("scene, words", [
+    ({"crowds": 2}, "scene option 'crowds' is not one of"),
+    ({"persons": -1}, "persons must be a number >= 0"),
+    ({"pole_width": "wide"}, "pole_width must be a number >= 0.25"),
+    ({"person_size": True}, "person_size must be a number"),
+])
+def test_bad_scene_options_name_the_key(scene, words):
+    with pytest.raises(ValueError, match=words):
+        render_scene(0, 32, 64, scene)
+
+
+def test_prepare_passes_the_scene_and_records_it(tmp_path):
+    block = dict(num_train=2, num_val=1, height=32, width=48, seed=5, persons=2.0,
+                 pole_width=1.5)
+    meta = prepare(str(tmp_path / "d"), block, progress=False)
+    assert meta["persons"] == 2.0 and meta["pole_width"] == 1.5 and meta["poles"] == 1.0
+    lab = np.asarray(Image.open(next((tmp_path / "d" / "gtFine" / "train").rglob("synth_00000_*.png"))))
+    assert np.array_equal(lab, render_scene(image_seed(5, "train", 0), 32, 48,
+                                            {"persons": 2.0, "pole_width": 1.5})[1])
 
 
 def test_prepare_is_generate_with_the_block(tmp_path):

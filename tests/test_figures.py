@@ -41,7 +41,9 @@ def tables(study, tmp_path_factory):
                     rows.append(dict(study=study["study"], variant=variant, seed=seed,
                                      step=step, **{"class": name, "IoU": value}))
                 if variant != "control":
-                    for stat in ("decode.reward_adv_sq", "decode.reward_miou_train"):
+                    for stat in ("decode.reward_adv_sq", "decode.reward_miou_train",
+                                 figures.SAMPLED_REWARD, figures.ARGMAX_REWARD,
+                                 figures.POLICY_ENTROPY):
                         stats.append(dict(study=study["study"], variant=variant, seed=seed,
                                           step=step, stat=stat,
                                           value=float(rng.uniform(0.01, 0.1))))
@@ -77,7 +79,7 @@ def test_importing_the_registry_is_cheap():
 def test_registry_names_and_captions(study):
     expected = [f"exp_{e}" for e in experiments(study)] + [
         "delta_vs_control", "per_class_iou", "estimator_variance", "qualitative",
-        "training_reward", "weight_change"]
+        "training_reward", "weight_change", "per_class_delta", "reward_gap"]
     assert sorted(figures.names(study)) == sorted(expected)
     spec, values = figures.resolve("exp_weights")
     assert spec.pattern == "exp_{experiment}" and values == {"experiment": "weights"}
@@ -174,6 +176,292 @@ def test_cli_figure_and_tables(study, tables, tmp_path):
     assert cli(["tables", "--study", study_yaml, "--metrics", metrics,
                 "--out-dir", out_dir]) == 0
     assert sorted(os.listdir(out_dir)) == sorted(TABLES)
+
+
+# ---------------------------------------------------------------- diagnosis figures
+# per_class_delta: person gains 5 points and road loses 3 on every seed (with a spread, so
+# that the t-interval exists), car moves by noise; the step before the last says the
+# opposite, so a figure that read the wrong step fails
+SEEDS = (0, 1, 2)
+GAIN = {"person": (5.0, (-0.3, 0.1, 0.2)), "road": (-3.0, (0.2, -0.1, -0.1)),
+        "car": (0.0, (0.6, -0.9, 0.3))}
+
+
+def class_metrics(study, variants=None, shift=None):
+    """metrics.csv rows of ``variants`` (default: every variant): the control's per-class
+    IoU per seed, and each other variant's = the control's + ``GAIN`` (+ ``shift``)."""
+    shift = shift or {}
+    start = variant_fields(study, "control")["start"]
+    rows = []
+    for variant in variants or study["variants"]:
+        for seed in SEEDS:
+            for step, sign in ((0, 0.0), (start // 2, -1.0), (start, 1.0)):
+                base = {"road": 80.0 + seed, "person": 30.0 - seed, "car": 50.0 + 2 * seed}
+                values = {c: v + (0.0 if variant == "control" else
+                                  sign * (GAIN[c][0] + GAIN[c][1][seed] + shift.get(c, 0.0)))
+                          for c, v in base.items()}
+                values["mIoU"] = float(np.mean(list(values.values())))
+                rows += [dict(study=study["study"], variant=variant, seed=seed, step=step,
+                              **{"class": c, "IoU": v}) for c, v in values.items()]
+    rows.append(dict(study=study["study"], variant=paths.PRETRAIN, seed=0, step=start,
+                     **{"class": "mIoU", "IoU": 1.0}))
+    return pd.DataFrame(rows)
+
+
+def t_interval(values):
+    from scipy import stats
+
+    values = np.asarray(values)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def heat_map(fig):
+    """(Δ by (row label, column label), cell text by the same, framed cells) of the
+    per_class_delta figure."""
+    from matplotlib.patches import Rectangle
+
+    ax = fig.axes[0]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    cols = [t.get_text() for t in ax.get_xticklabels()]
+    array = ax.images[0].get_array()
+    values = {(r, c): float(array[i, j]) for i, r in enumerate(rows) for j, c in enumerate(cols)}
+    texts = {(rows[round(t.get_position()[1])], cols[round(t.get_position()[0])]): t.get_text()
+             for t in ax.texts}
+    framed = {(rows[round(p.get_y() + p.get_height() / 2)],
+               cols[round(p.get_x() + p.get_width() / 2)])
+              for p in ax.patches if isinstance(p, Rectangle) and p.get_linestyle() == "solid"}
+    return values, texts, framed
+
+
+def test_per_class_delta_shows_the_gain_and_the_loss_of_each_class(study):
+    import matplotlib.pyplot as plt
+
+    table = figures.per_class_deltas(study, class_metrics(study))
+    compared = [v for v in study["variants"] if v != "control"]
+    assert list(dict.fromkeys(table["variant"])) == compared
+    assert set(table["control"]) == {"control"}
+    for variant in compared:
+        rows = table[table["variant"] == variant].set_index("class")
+        assert list(rows.index) == ["road", "person", "car", "mIoU"]  # mIoU last
+        for name, (mean, noise) in GAIN.items():
+            diffs = [mean + e for e in noise]
+            assert rows.loc[name, "delta"] == pytest.approx(mean, abs=1e-9)
+            assert rows.loc[name, "pairs"] == len(SEEDS)
+            low, high = t_interval(diffs)
+            assert (rows.loc[name, "ci_low"], rows.loc[name, "ci_high"]) == (
+                pytest.approx(low), pytest.approx(high))
+        assert rows.loc["mIoU", "delta"] == pytest.approx(2.0 / 3.0)
+    fig = figures.build("per_class_delta", study, metrics=class_metrics(study))
+    try:
+        values, texts, framed = heat_map(fig)
+        label = "reinforce, rloo k=2"
+        assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == [
+            "road", "person", "car", "mIoU"]
+        assert values[(label, "person")] == pytest.approx(5.0)
+        assert values[(label, "road")] == pytest.approx(-3.0)
+        assert texts[(label, "person")].startswith("5.0")
+        assert texts[(label, "road")].startswith("−3.0")
+        assert "±" in texts[(label, "person")]  # three rows leave room for the interval
+        # person and road are framed (their CI excludes 0) for every variant, car is not
+        assert framed == {(r, c) for r in {k[0] for k in values} for c in ("person", "road",
+                                                                            "mIoU")}
+        assert fig.axes[-1].get_ylabel() == "Δ IoU vs control (points)"
+    finally:
+        plt.close(fig)
+
+
+def test_per_class_delta_pairs_a_variant_with_its_own_control(study):
+    import copy
+
+    import matplotlib.pyplot as plt
+
+    study = copy.deepcopy(study)
+    study["variants"]["wce"]["control"] = "reference"  # wce = reference + 1 on person
+    metrics = class_metrics(study, variants=["control", "reference", "weights_s0.05"])
+    wce = class_metrics(study, variants=["wce"], shift={"person": 1.0})
+    metrics = pd.concat([metrics, wce[wce["variant"] == "wce"]])
+    table = figures.per_class_deltas(study, metrics).set_index(["variant", "class"])
+    assert table.loc[("wce", "person"), "control"] == "reference"
+    assert table.loc[("wce", "person"), "delta"] == pytest.approx(1.0)
+    assert table.loc[("wce", "road"), "delta"] == pytest.approx(0.0)
+    assert table.loc[("weights_s0.05", "person"), "delta"] == pytest.approx(5.0)
+    assert "reference" not in table.index.get_level_values("variant")  # a control itself
+    fig = figures.build("per_class_delta", study, metrics=metrics)
+    try:
+        rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert "weighted CE (vs reference)" in rows and "class weights s=0.05" in rows
+    finally:
+        plt.close(fig)
+    # a control without results: one line that names it
+    for missing, variant in (("reference", "wce"), ("control", "weights_s0.05")):
+        with pytest.raises(ValueError, match=f"{variant!r}.*control {missing!r}") as err:
+            figures.per_class_deltas(study, metrics[metrics["variant"] != missing])
+        assert "\n" not in str(err.value)
+
+
+def test_per_class_delta_keeps_the_classes_that_moved_when_there_are_too_many(study):
+    """Mapillary has 65 classes: the heat map keeps the 19 with the largest Δ (those whose
+    CI excludes 0 first), in their order, and says how many it left out."""
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for variant in study["variants"]:
+        for seed in SEEDS:
+            values = {f"c{i:02d}": 50.0 + (0.0 if variant == "control" else
+                                           0.01 * i + (0.3, -0.2, -0.1)[seed])
+                      for i in range(30)}
+            if variant != "control":
+                values["c03"] += 8.0  # the one that moved
+            values["mIoU"] = float(np.mean(list(values.values())))
+            rows += [dict(study="smoke", variant=variant, seed=seed, step=4,
+                          **{"class": c, "IoU": v}) for c, v in values.items()]
+    fig = figures.build("per_class_delta", study, metrics=pd.DataFrame(rows))
+    try:
+        shown = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        assert len(shown) == figures.PER_CLASS_COLUMNS and shown[-1] == "mIoU"
+        assert shown[:-1] == ["c03"] + [f"c{i:02d}" for i in range(12, 30)]
+        assert "11 classes with smaller Δ not shown" in fig.texts[-1].get_text()
+    finally:
+        plt.close(fig)
+
+
+REWARD_RUNS = {  # variant -> stat -> value per seed (the smoke study: seeds 0 and 1)
+    "reference": {figures.SAMPLED_REWARD: (0.28, 0.32), figures.ARGMAX_REWARD: (0.5, 0.5),
+                  figures.POLICY_ENTROPY: (1.1, 1.3), "decode.reward_adv_sq": (0.1, 0.1)},
+    # weighted CE's decode.reward_reward is the cost 1 - mIoU(argmax): not a sampled reward
+    "wce": {figures.SAMPLED_REWARD: (0.6, 0.6), figures.ARGMAX_REWARD: (0.4, 0.4),
+            figures.POLICY_ENTROPY: (0.8, 0.8)},
+}
+
+
+def reward_stats(study, runs=REWARD_RUNS, steps=(2, 4)):
+    rows = [dict(study=study["study"], variant=variant, seed=seed, step=step, stat=stat,
+                 value=values[seed] + 0.01 * step * (stat != figures.POLICY_ENTROPY))
+            for variant, stats in runs.items() for stat, values in stats.items()
+            for seed in (0, 1) for step in steps]
+    rows += [dict(study=study["study"], variant=v, seed=s, step=4,
+                  stat="weight_change.backbone", value=1e-3)
+             for v in ("control", "reference", "wce") for s in (0, 1)]
+    return pd.DataFrame(rows)
+
+
+def panels(fig):
+    """{(row, estimator title's first line): axes} of the reward_gap figure."""
+    out = {}
+    for ax in fig.axes:
+        title = ax.get_title().split("\n")[0]
+        if title:
+            out[("top", title)] = ax
+    for (_, title), top in list(out.items()):
+        column = top.get_subplotspec().colspan.start
+        out[("bottom", title)] = next(
+            ax for ax in fig.axes if ax.get_subplotspec().rowspan.start == 1
+            and ax.get_subplotspec().colspan.start == column)
+    return out
+
+
+def lines_of(ax):
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()}
+
+
+def test_reward_gap_draws_sampled_and_argmax_reward_and_the_entropy(study):
+    import matplotlib.pyplot as plt
+
+    fig = figures.build("reward_gap", study, stats=reward_stats(study))
+    try:
+        axes = panels(fig)
+        assert sorted(k[1] for k in axes if k[0] == "top") == ["REINFORCE", "weighted CE"]
+        ref = lines_of(axes[("top", "REINFORCE")])
+        assert ref["reinforce, rloo k=2: sampled"] == ([2, 4], [pytest.approx(32.0),
+                                                              pytest.approx(34.0)])
+        assert ref["reinforce, rloo k=2: argmax"] == ([2, 4], [pytest.approx(52.0),
+                                                             pytest.approx(54.0)])
+        assert lines_of(axes[("bottom", "REINFORCE")])["reinforce, rloo k=2: entropy"] == (
+            [2, 4], [pytest.approx(1.2), pytest.approx(1.2)])
+        styles = {line.get_label(): line.get_linestyle()
+                  for line in axes[("top", "REINFORCE")].get_lines()}
+        assert styles == {"reinforce, rloo k=2: sampled": "-",  # as the legend says
+                          "reinforce, rloo k=2: argmax": "--"}
+        # weights_s0.05 has no rows: drawn nowhere, named nowhere
+        assert not any(k.startswith("class weights") for k in ref)
+        wce = lines_of(axes[("top", "weighted CE")])
+        assert list(wce) == ["weighted CE: argmax"]  # its cost is not drawn as a reward
+        assert wce["weighted CE: argmax"][1] == [pytest.approx(42.0), pytest.approx(44.0)]
+        assert "argmax only" in axes[("top", "weighted CE")].get_title()
+        assert not [t for ax in fig.axes for t in ax.texts]  # nothing is missing
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert legend[:2] == ["sampled maps (mean reward)", "argmax map, same batches"]
+        assert legend[2:] == ["reinforce, rloo k=2", "weighted CE"]
+    finally:
+        plt.close(fig)
+    rows, missing = figures.reward_gap_data(study, reward_stats(study))
+    assert missing == {}
+    assert set(rows[rows["variant"] == "wce"]["quantity"]) == {"argmax", "entropy"}
+
+
+def test_reward_gap_names_the_runs_recorded_before_the_new_statistics(study):
+    import matplotlib.pyplot as plt
+
+    stats = reward_stats(study)
+    new = stats["stat"].isin([figures.ARGMAX_REWARD, figures.POLICY_ENTROPY])
+    old = stats[~(new & ((stats["variant"] == "wce")
+                         | ((stats["variant"] == "reference") & (stats["seed"] == 1))))]
+    rows, missing = figures.reward_gap_data(study, old)
+    assert missing == {"reinforce": ["reference seed 1"], "weighted_ce": ["wce seed 0",
+                                                                          "wce seed 1"]}
+    fig = figures.build("reward_gap", study, stats=old)
+    try:
+        axes = panels(fig)
+        notes = {key: " ".join(t.get_text() for t in ax.texts) for key, ax in axes.items()}
+        assert "older results" in notes[("bottom", "REINFORCE")]
+        assert "reference seed 1" in notes[("bottom", "REINFORCE")]
+        assert "wce seed 0, wce seed 1" in notes[("top", "weighted CE")]
+        assert "wce seed 0, wce seed 1" in notes[("bottom", "weighted CE")]
+        # the seed that has them is still drawn
+        ref = lines_of(axes[("top", "REINFORCE")])
+        assert ref["reinforce, rloo k=2: argmax"][1] == [pytest.approx(52.0),
+                                                       pytest.approx(54.0)]
+        assert ref["reinforce, rloo k=2: sampled"][1] == [pytest.approx(32.0),
+                                                        pytest.approx(34.0)]
+    finally:
+        plt.close(fig)
+    # no statistics of a reward run yet, or no reward estimator in the study: it says so
+    fig = figures.build("reward_gap", study, stats=stats[stats["variant"] == "control"])
+    try:
+        for key, ax in panels(fig).items():
+            if key[0] == "top":
+                assert [t.get_text() for t in ax.texts] == [
+                    "no training statistics of these runs yet"], key
+    finally:
+        plt.close(fig)
+    ce_only = dict(study, variants={"control": study["variants"]["control"]})
+    fig = figures.build("reward_gap", ce_only, stats=stats)
+    try:
+        assert "no reward-estimator runs in this study" in [
+            t.get_text() for ax in fig.axes for t in ax.texts]
+    finally:
+        plt.close(fig)
+
+
+def rst_problems(text):
+    """docutils' warnings and errors for ``text`` (the report renders captions as rST)."""
+    import io
+
+    import docutils.core
+
+    stream = io.StringIO()
+    docutils.core.publish_doctree(text, settings_overrides=dict(
+        report_level=2, halt_level=5, warning_stream=stream))
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("name", ["per_class_delta", "reward_gap"])
+def test_diagnosis_captions_are_specific_valid_restructured_text(name):
+    caption = figures.FIGURES[name].caption_for(study="smoke")
+    assert rst_problems(caption) == "", caption
+    assert rst_problems("R(y_-j, c)")  # the check sees an accidental link target
 
 
 # ---------------------------------------------------------------- the workflow's side

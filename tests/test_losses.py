@@ -460,3 +460,199 @@ def test_class_weight_length_must_match():
     loss = RewardLoss(estimator="reinforce", class_weight=[1.0, 2.0])
     with pytest.raises(ValueError, match="class_weight has 2 values but the head predicts 3"):
         loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+# ----------------------------------------------------------------- class-weighted CE (loss: ce)
+WEIGHTS4 = [1.0, 2.5, 0.5, 3.0]
+
+
+@pytest.mark.parametrize("avg_non_ignore", [False, True])
+@pytest.mark.parametrize("seg_weight", [False, True])
+def test_masked_ce_is_mmsegs_weighted_ce_on_labels_without_ignored_pixels(avg_non_ignore,
+                                                                          seg_weight):
+    from mmseg.models.losses import CrossEntropyLoss
+
+    from rewardseg.models.losses import MaskedCrossEntropyLoss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    label = torch.randint(0, 4, (2, 5, 6))
+    weight = torch.rand(2, 5, 6) if seg_weight else None
+    kwargs = dict(class_weight=WEIGHTS4, loss_weight=0.7, avg_non_ignore=avg_non_ignore)
+    grads = []
+    values = []
+    for cls in (CrossEntropyLoss, MaskedCrossEntropyLoss):
+        x = logits.clone().requires_grad_(True)
+        value = cls(**kwargs)(x, label, weight=weight, ignore_index=IGNORE)
+        values.append(value.detach())
+        grads.append(torch.autograd.grad(value, x)[0])
+    assert torch.equal(values[0], values[1]), values
+    assert torch.equal(grads[0], grads[1])
+    # and without class weights it is mmseg's unweighted CE, untouched
+    plain = [cls(avg_non_ignore=avg_non_ignore)(logits, label, ignore_index=IGNORE)
+             for cls in (CrossEntropyLoss, MaskedCrossEntropyLoss)]
+    assert torch.equal(plain[0], plain[1])
+
+
+@pytest.mark.parametrize("avg_non_ignore", [False, True])
+def test_masked_ce_with_ignored_pixels_is_the_weighted_mean_over_valid_pixels(avg_non_ignore):
+    """mmseg 1.2.2's CE looks the class weights up with the raw label: a 255 pixel is an
+    IndexError. Ours weighs ignored pixels 0: PyTorch's weighted mean over valid pixels."""
+    from mmseg.models.losses import CrossEntropyLoss
+
+    from rewardseg.models.losses import MaskedCrossEntropyLoss
+
+    torch.manual_seed(1)
+    logits = torch.randn(2, 4, 5, 6, requires_grad=True)
+    label = torch.randint(0, 4, (2, 5, 6))
+    label[0, :2] = IGNORE
+    with pytest.raises(IndexError, match="255"):  # the bug this loss exists for
+        CrossEntropyLoss(class_weight=WEIGHTS4, avg_non_ignore=avg_non_ignore)(
+            logits, label, ignore_index=IGNORE)
+    value = MaskedCrossEntropyLoss(class_weight=WEIGHTS4, avg_non_ignore=avg_non_ignore)(
+        logits, label, ignore_index=IGNORE)
+    expected = F.cross_entropy(logits, label, weight=torch.tensor(WEIGHTS4),
+                               ignore_index=IGNORE)
+    assert value.item() == pytest.approx(expected.item(), rel=1e-6)
+    (grad,) = torch.autograd.grad(value, logits)
+    assert torch.all(grad[0, :, :2] == 0)  # ignored pixels get no gradient
+    assert torch.isfinite(grad).all()
+
+
+def test_ce_loss_config_with_class_weights_survives_ignored_pixels(tmp_path):
+    """``loss: ce`` with a class-weight file: the decode head's loss built from
+    ``decode_loss_config`` runs on labels with 255; the config it replaced failed at the
+    first iteration. Without class weights the config is unchanged."""
+    import json
+
+    from mmseg.registry import MODELS
+
+    from rewardseg.models.losses import decode_loss_config
+
+    path = tmp_path / "class_weights_s0.05.json"
+    path.write_text(json.dumps({"weights": WEIGHTS4}))
+    head, (cfg,) = decode_loss_config(dict(loss="ce", class_weight=str(path)))
+    assert head == "ASPPHead"
+    assert cfg == dict(type="MaskedCrossEntropyLoss", use_sigmoid=False, loss_weight=1.0,
+                       class_weight=WEIGHTS4)
+    logits = torch.randn(2, 4, 5, 6)
+    label = torch.randint(0, 4, (2, 5, 6))
+    label[1, -1] = IGNORE
+    value = MODELS.build(cfg)(logits, label, ignore_index=IGNORE)
+    assert torch.isfinite(value)
+    old = dict(cfg, type="CrossEntropyLoss")  # what decode_loss_config used to return
+    with pytest.raises(IndexError):
+        MODELS.build(old)(logits, label, ignore_index=IGNORE)
+    # no class weights: mmseg's CE, the same config as before
+    assert decode_loss_config(dict(loss="ce", class_weight=None)) == (
+        "ASPPHead", [dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)])
+
+
+# ----------------------------------------------------------------- reward_argmax and entropy
+POLICY_CASES = [
+    dict(estimator="reinforce", baseline="rloo", num_samples=2),
+    dict(estimator="reinforce", baseline="greedy", num_samples=1, sample_at="label"),
+    dict(estimator="reinforce", baseline="batch_loo", num_samples=2, class_weight=[1.0, 2.0, 0.5]),
+    dict(estimator="local_expectation", num_samples=1),
+    dict(estimator="local_expectation", num_samples=2, sample_at="label", ce_weight=0.3),
+    dict(estimator="weighted_ce", baseline="batch_loo"),
+    dict(estimator="weighted_ce", baseline="none", class_weight=[1.0, 2.0, 0.5]),
+]
+
+
+@pytest.mark.parametrize("kwargs", POLICY_CASES, ids=lambda k: "-".join(map(str, k.values())))
+def test_the_new_statistics_change_neither_loss_nor_gradient(kwargs, monkeypatch):
+    """``reward_argmax`` and ``entropy`` are read off without gradient and draw nothing
+    from the RNG: with them stubbed out, the loss, the gradient, the other statistics
+    and the next random number are bit-identical."""
+    def run():
+        torch.manual_seed(5)
+        logits = torch.randn(3, C, 4, 6, requires_grad=True)
+        label = torch.randint(0, C, (3, 8, 12))
+        label[0, :3] = IGNORE
+        out = RewardLoss(**kwargs)(logits, label)
+        (grad,) = torch.autograd.grad(out.loss, logits)
+        return out, grad, torch.rand(())
+
+    out, grad, after = run()
+    assert {"reward_argmax", "entropy"} <= set(out.stats)
+    monkeypatch.setattr(RewardLoss, "_policy_stats", lambda self, *a, **k: {})
+    monkeypatch.setattr(RewardLoss, "_entropy", staticmethod(lambda *a: torch.zeros(())))
+    out0, grad0, after0 = run()
+    assert torch.equal(out.loss, out0.loss)
+    assert torch.equal(grad, grad0)
+    assert torch.equal(after, after0)
+    for key in ("reward", "miou_train", "adv_mean", "adv_std", "adv_sq"):
+        assert torch.equal(out.stats[key], out0.stats[key]), key
+
+
+@pytest.mark.parametrize("estimator", ["reinforce", "local_expectation", "weighted_ce"])
+@pytest.mark.parametrize("sample_at", ["logits", "label"])
+def test_entropy_of_uniform_logits_is_log_c(estimator, sample_at):
+    loss = RewardLoss(estimator=estimator, sample_at=sample_at, num_samples=2,
+                      baseline="none")
+    label = torch.randint(0, C, (2, 6, 8))
+    label[0, :2] = IGNORE
+    _, stats = loss(torch.zeros(2, C, 3, 4, requires_grad=True), label)
+    assert stats["entropy"].item() == pytest.approx(math.log(C), rel=1e-6)
+
+
+def test_entropy_is_the_mean_over_valid_pixels_at_the_sampling_resolution():
+    """Head pixel 0 covers only ignored label pixels (it is not valid): its entropy (a
+    uniform softmax) does not count; head pixel 1 is one-hot, entropy 0. weighted_ce
+    samples nothing but is measured the same way."""
+    logits = torch.tensor([[[[0.0, 120.0]], [[0.0, 0.0]], [[0.0, 0.0]]]])  # (1, 3, 1, 2)
+    label = torch.tensor([[[IGNORE, IGNORE, 0, 0]]])
+    for estimator in ("reinforce", "local_expectation", "weighted_ce"):
+        _, stats = RewardLoss(estimator=estimator, baseline="none", num_samples=1)(
+            logits, label)
+        assert stats["entropy"].item() == pytest.approx(0.0, abs=1e-12)
+    # at the labels' resolution the upsampled logits' valid pixels are counted instead
+    logits = torch.tensor([[[[0.0, 3.0]], [[0.0, 0.0]], [[0.0, 0.0]]]])
+    up = F.interpolate(logits, size=(1, 4), mode="bilinear", align_corners=False)
+    ent = torch.special.entr(up.softmax(1)).sum(1)[0, 0]
+    assert ent[0] > ent[2] > ent[3] > 0.1
+    ent = ent[2:].mean().item()
+    for estimator in ("reinforce", "local_expectation", "weighted_ce"):
+        _, stats = RewardLoss(estimator=estimator, baseline="none", num_samples=1,
+                              sample_at="label")(logits, label)
+        assert stats["entropy"].item() == pytest.approx(ent, rel=1e-6)
+
+
+def test_reward_argmax_is_the_argmax_maps_mean_reward():
+    """Two images, logits 1 x 2, labels 1 x 4 with an ignored pixel: the argmax of the
+    bilinearly upsampled logits (what evaluation predicts), scored with the reward of the
+    sampled maps (mIoU, class-weighted with class_weight; empty_reward for image 1, which
+    has no valid pixel)."""
+    logits = torch.tensor([[[[3.0, -1.0]], [[0.0, 2.0]], [[-1.0, 0.0]]],
+                           [[[0.0, 0.0]], [[1.0, 1.0]], [[0.0, 0.0]]]])
+    label = torch.tensor([[[0, 0, 1, IGNORE]], [[IGNORE, IGNORE, IGNORE, IGNORE]]])
+    up = F.interpolate(logits, size=(1, 4), mode="bilinear", align_corners=False)
+    pred = up.argmax(1)
+    assert pred[0].tolist() == [[0, 0, 1, 1]]  # image 0: a perfect map on its valid pixels
+    weights = [1.0, 3.0, 1.0]
+    for estimator in ("reinforce", "local_expectation"):
+        for class_weight in (None, weights):
+            loss = RewardLoss(estimator=estimator, baseline="none", num_samples=1,
+                              empty_reward=0.25, class_weight=class_weight)
+            _, stats = loss(logits, label)
+            assert stats["reward_argmax"].item() == pytest.approx((1.0 + 0.25) / 2)
+    # an imperfect one: image 0 predicts [0, 0, 1, .] for [0, 1, 1, .]; image 1 (class 1
+    # everywhere) is perfect
+    assert pred[1].tolist() == [[1, 1, 1, 1]]
+    label = torch.tensor([[[0, 1, 1, IGNORE]], [[1, IGNORE, 1, 1]]])
+    for class_weight in (None, weights):
+        w = [1.0, 1.0, 1.0] if class_weight is None else class_weight
+        # image 0 [0, 0, 1] vs gt [0, 1, 1]: IoU0 1/2, IoU1 1/2; image 1: perfect
+        image0 = (w[0] * 0.5 + w[1] * 0.5) / (w[0] + w[1])
+        expected = (image0 + 1.0) / 2
+        direct = np.mean([ref_miou(pred[i, 0].numpy(), label[i, 0].numpy(), w)
+                          for i in range(2)])
+        assert direct == pytest.approx(expected)
+        _, stats = RewardLoss(estimator="reinforce", baseline="none", num_samples=1,
+                              class_weight=class_weight)(logits, label)
+        assert stats["reward_argmax"].item() == pytest.approx(expected, rel=1e-6)
+    # weighted_ce: the argmax map's (unweighted) mIoU, 1 - its cost
+    _, stats = RewardLoss(estimator="weighted_ce", baseline="none")(logits, label)
+    assert stats["reward_argmax"].item() == pytest.approx((0.5 + 1.0) / 2, rel=1e-6)
+    assert stats["reward_argmax"].item() == pytest.approx(1 - stats["reward"].item())

@@ -1,14 +1,28 @@
 """The study's statistics (rewardseg.results): paired Δ with its CI, paired t-test, Holm's
 adjustment, minimum detectable effect, verdicts; and the unrounded IoU they are fed."""
 import math
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from rewardseg.results import (ALPHA, best_variant, final_table, holm,
-                               minimum_detectable_effect, paired_comparison)
+from rewardseg.results import (ALPHA, POWER, best_variant, final_table, holm,
+                               minimum_detectable_effect, paired_comparison, reference_mde,
+                               variant_table)
+
+
+def nct_power(effect, sd, n, alpha):
+    """The two-sided paired t-test's power from scipy's noncentral t, written out:
+    P(T > c) + P(T < -c), T ~ nct(n - 1, effect·√n/sd). (scipy's nct.cdf is NaN far in
+    the lower tail; there it is P(T' > c) for the mirrored noncentrality.)"""
+    df, nc = n - 1, effect * math.sqrt(n) / sd
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    lower = stats.nct.cdf(-crit, df, nc)
+    if math.isnan(lower):
+        lower = stats.nct.sf(crit, df, -nc)
+    return stats.nct.sf(crit, df, nc) + lower
 
 
 def test_paired_comparison_is_the_paired_t_test():
@@ -21,11 +35,32 @@ def test_paired_comparison_is_the_paired_t_test():
     assert (out["ci_low"], out["ci_high"]) == pytest.approx((diff.mean() - half,
                                                             diff.mean() + half))
     # the MDE is the true effect detected with 80 % power: check it with the noncentral t
-    se = sd / math.sqrt(n)
-    crit = stats.t.ppf(1 - ALPHA / 2, n - 1)
-    nc = out["mde"] / se
-    power = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
-    assert 0.77 < power < 0.85, power
+    assert nct_power(out["mde"], sd, n, ALPHA) == pytest.approx(POWER, abs=1e-6)
+
+
+@pytest.mark.parametrize("n", [3, 10])
+@pytest.mark.parametrize("alpha", [ALPHA, ALPHA / 6])
+def test_the_mde_is_exact_for_the_noncentral_t(n, alpha):
+    """Plugging the MDE into the power of the paired t-test (scipy.stats.nct, written out
+    here) gives 80 % to 1e-6, and any smaller Δ gives less: it is the smallest such Δ."""
+    sd = 0.73
+    mde = minimum_detectable_effect(sd, n, alpha)
+    assert nct_power(mde, sd, n, alpha) == pytest.approx(POWER, abs=1e-6)
+    assert nct_power(mde * (1 - 1e-4), sd, n, alpha) < POWER
+    # it scales with the spread: the MDE in units of sd depends on n and alpha alone
+    assert minimum_detectable_effect(2 * sd, n, alpha) == pytest.approx(2 * mde, rel=1e-9)
+
+
+def test_the_exact_mde_is_larger_than_the_central_approximation_at_three_seeds():
+    sd, n = 1.0, 3
+    for alpha in (ALPHA, ALPHA / 6):
+        central = ((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(POWER, n - 1))
+                   * sd / math.sqrt(n))
+        exact = minimum_detectable_effect(sd, n, alpha)
+        assert exact > 1.05 * central, (alpha, exact, central)
+        assert nct_power(central, sd, n, alpha) < POWER - 0.02  # what the approximation misses
+    assert math.isnan(minimum_detectable_effect(1.0, 1)) and math.isnan(
+        minimum_detectable_effect(0.0, 5))
 
 
 def test_identical_deltas_are_not_a_zero_width_interval():
@@ -55,37 +90,126 @@ def _metrics(finals):
     return pd.DataFrame(rows)
 
 
-def test_final_table_pairs_each_variant_with_its_own_control_and_adjusts():
-    control = [50.0, 52.0, 51.0, 53.0, 49.0]
-    df = _metrics({
+CONTROL_FINALS = [50.0, 52.0, 51.0, 53.0, 49.0]
+
+
+def _study_metrics():
+    control = CONTROL_FINALS
+    return _metrics({
         "control": control,
         "clear_gain": [c + 2.0 + e for c, e in zip(control, [0.1, -0.1, 0.05, 0.0, -0.05])],
         "noise": [c + e for c, e in zip(control, [0.5, -0.6, 0.4, -0.2, 0.1])],
         "rounding": [c - 0.09 for c in control],
+        "reference": [c + e for c, e in zip(control, [0.3, -0.2, 0.6, 0.1, 0.4])],
         "late_control": [40.0, 41.0, 42.0, 43.0, 44.0],
         "late": [39.0, 40.2, 40.9, 42.1, 43.0],
     })
-    table = final_table(df, {"late": "late_control"}).set_index("variant")
-    assert "pretrain" not in table.index
-    assert table.loc["late", "control"] == "late_control"
-    assert table.loc["late", "delta"] == pytest.approx(-0.96)
-    assert table.loc["late_control", "verdict"] == "control"
-    compared = table[table["control"] != table.index]
-    assert len(compared) == 4
-    raw = compared["p"].dropna().sort_values()
-    assert compared["p_holm"].max() <= 1 and (compared["p_holm"].dropna() >= compared["p"].dropna()).all()
-    assert compared.loc[raw.index[0], "p_holm"] == pytest.approx(min(1, 4 * raw.iloc[0]))
-    assert table.loc["clear_gain", "verdict"] == "better than its control"
-    assert table.loc["noise", "verdict"].startswith("no difference detected (MDE ")
-    # the verdict's MDE is at the level of the adjusted tests: alpha / comparisons
-    row = table.loc["noise"]
-    family = int((table["control"] != table.index).sum())
-    assert family > 1
-    expected = minimum_detectable_effect(row["sd_delta"], int(row["pairs"]), ALPHA / family)
-    assert row["mde_holm"] == pytest.approx(expected) and row["mde_holm"] > row["mde"]
-    assert f"(MDE {row['mde_holm']:.2f})" in row["verdict"]
-    assert table.loc["rounding", "verdict"].startswith("same Δ on every seed (-0.09)")
-    assert best_variant(table.reset_index()) == "clear_gain"
+
+
+# experiment -> the variants its figure shows (study.experiments: ``all`` joins each one)
+EXPERIMENTS = {
+    "gain": ["control", "reference", "clear_gain", "noise"],
+    "small": ["control", "reference", "rounding"],
+    "late": ["control", "late", "late_control"],
+}
+CONTROLS = {"late": "late_control", "late_control": "late_control"}
+
+
+def test_final_table_has_a_row_per_experiment_and_variant_with_holm_within_each():
+    table = final_table(_study_metrics(), CONTROLS, EXPERIMENTS)
+    assert list(table.columns[:15]) == [
+        "experiment", "variant", "control", "n", "mean", "std", "delta", "sd_delta",
+        "ci_low", "ci_high", "p", "p_holm", "mde", "mde_holm", "verdict"]
+    pairs = sorted(zip(table["experiment"], table["variant"]))
+    assert pairs == [("gain", "clear_gain"), ("gain", "noise"), ("gain", "reference"),
+                     ("late", "late"), ("small", "reference"), ("small", "rounding")]
+    assert "pretrain" not in set(table["variant"]) and "control" not in set(table["variant"])
+    assert list(table["mean"]) == sorted(table["mean"], reverse=True)
+    for experiment, rows in table.groupby("experiment"):
+        # Holm over that experiment's comparisons only, and its MDE at alpha / family
+        assert rows["p_holm"].tolist() == pytest.approx(holm(rows["p"]), nan_ok=True)
+        assert (rows["family"] == len(rows)).all()
+        for _, row in rows[rows["p"].notna()].iterrows():
+            assert row["mde_holm"] == pytest.approx(minimum_detectable_effect(
+                row["sd_delta"], int(row["pairs"]), ALPHA / len(rows)))
+            assert row["mde_holm"] > row["mde"] or len(rows) == 1
+    ref = table[table["variant"] == "reference"].set_index("experiment")
+    assert (ref.loc["gain", "family"], ref.loc["small", "family"]) == (3, 2)
+    whole = final_table(_study_metrics(), CONTROLS).set_index("variant")  # one family of 5
+    assert whole.loc["reference", "p_holm"] > ref["p_holm"].max()
+    assert ref.loc["gain", "p"] == ref.loc["small", "p"]
+    assert ref.loc["gain", "mde_holm"] > ref.loc["small", "mde_holm"]
+    late = table.set_index("variant").loc["late"]
+    assert late["control"] == "late_control" and late["delta"] == pytest.approx(-0.96)
+    assert late["p_holm"] == pytest.approx(late["p"]) and late["family"] == 1
+    rows = table.set_index(["experiment", "variant"])
+    assert rows.loc[("gain", "clear_gain"), "verdict"] == "better than its control"
+    assert rows.loc[("gain", "noise"), "verdict"].startswith("no difference detected (p_Holm ")
+    row = rows.loc[("gain", "noise")]
+    assert f"MDE {row['mde_holm']:.2f})" in row["verdict"]
+    assert rows.loc[("small", "rounding"), "verdict"].startswith("same Δ on every seed (-0.09)")
+    assert best_variant(table) == "clear_gain"
+
+
+def test_without_experiments_the_whole_study_is_one_family():
+    table = final_table(_study_metrics(), CONTROLS)
+    assert set(table["experiment"]) == {"all"} and len(table) == 5
+    assert table["p_holm"].tolist() == pytest.approx(holm(table["p"]), nan_ok=True)
+    # a compared variant that no experiment shows is adjusted in a family of its own kind
+    table = final_table(_study_metrics(), CONTROLS, {"gain": EXPERIMENTS["gain"]})
+    assert set(table[table["experiment"] == "ungrouped"]["variant"]) == {"late", "rounding"}
+
+
+def test_the_verdict_follows_the_holm_p_and_says_so_where_the_ci_excludes_zero():
+    """A Δ whose unadjusted CI excludes 0 but whose Holm-adjusted p does not reject is
+    "no difference detected after Holm adjustment", and the table says "n.s. after Holm"."""
+    control = CONTROL_FINALS
+    small = [0.30, 0.10, 0.25, 0.15, 0.20]  # p ~ 0.003 alone
+    finals = {"control": control, "x": [c + e for c, e in zip(control, small)]}
+    for i in range(12):  # eleven more comparisons in its experiment, all noise
+        noise = np.random.default_rng(i).normal(0, 0.5, len(control))
+        finals[f"n{i}"] = list(np.add(control, noise))
+    table = final_table(_metrics(finals), {}, {"e": list(finals)})
+    x = table.set_index("variant").loc["x"]
+    assert x["ci_low"] > 0 and x["p"] < ALPHA <= x["p_holm"]
+    assert x["verdict"].startswith("no difference detected after Holm adjustment")
+    assert "unadjusted 95 % CI excludes 0" in x["verdict"]
+    from rewardseg.results import _short
+
+    assert _short(x["verdict"]) == "n.s. after Holm"
+    # alone in its experiment the same Δ is better
+    table = final_table(_metrics(finals), {}, {"e": ["control", "x"]})
+    assert table.set_index("variant").loc["x", "verdict"] == "better than its control"
+
+
+def test_variant_table_has_one_row_per_variant_with_its_strictest_comparison():
+    control = CONTROL_FINALS
+    # better in its small experiment, not after the adjustment in its big one
+    gain = [c + 0.5 + e for c, e in zip(control, [0.3, -0.3, 0.2, 0.0, -0.2])]
+    finals = {"control": control, "reference": gain}
+    for i in range(30):
+        finals[f"n{i}"] = list(np.add(control, np.random.default_rng(i).normal(0, 3, 5)))
+    experiments = {"small": ["control", "reference"],
+                   "big": ["control", "reference"] + [f"n{i}" for i in range(30)]}
+    comparisons = final_table(_metrics(finals), {}, experiments)
+    ref = comparisons[comparisons["variant"] == "reference"].set_index("experiment")
+    assert ref.loc["small", "verdict"] == "better than its control"
+    assert ref.loc["big", "verdict"].startswith("no difference detected after Holm")
+    per_variant = variant_table(_metrics(finals), {}, experiments)
+    assert sorted(per_variant["variant"]) == sorted(finals)  # one row each, control too
+    row = per_variant.set_index("variant").loc["reference"]
+    assert row["experiments"] == "small, big" and row["family"] == 31
+    assert row["p_holm"] == ref["p_holm"].max() and row["mde_holm"] == ref["mde_holm"].max()
+    assert row["verdict"].startswith("no difference detected after Holm")
+    assert per_variant.set_index("variant").loc["control", "verdict"] == "control"
+    assert best_variant(per_variant) is None and best_variant(comparisons) is None
+    # the reference's Holm-level MDE: the largest over its experiments
+    found = reference_mde(comparisons)
+    assert found["experiment"] == "big" and found["family"] == 31
+    assert found["mde_holm"] == pytest.approx(minimum_detectable_effect(
+        ref.loc["big", "sd_delta"], 5, ALPHA / 31))
+    assert found["experiments"] == 2 and found["pairs"] == 5
+    assert reference_mde(comparisons, "nobody") is None
 
 
 def test_no_best_variant_when_nothing_beats_its_control():
@@ -93,6 +217,60 @@ def test_no_best_variant_when_nothing_beats_its_control():
     df = _metrics({"control": control, "a": [c + e for c, e in zip(control, [0.3, -0.4, 0.2])]})
     table = final_table(df)
     assert best_variant(table) is None
+
+
+def test_tables_group_by_experiment_state_their_statistics_and_write_findings(tmp_path,
+                                                                               capsys):
+    import json
+
+    from rewardseg.results import TABLES, write_tables
+    from rewardseg.slides import split_table
+
+    df = _study_metrics()
+    per_class = []
+    for _, row in df[df["class"] == "mIoU"].iterrows():
+        for cls, shift in (("road", 30.0), ("pole", -30.0)):
+            per_class.append(dict(row, **{"class": cls, "IoU": row["IoU"] + shift}))
+    df = pd.concat([df, pd.DataFrame(per_class)], ignore_index=True)
+    written = write_tables(df, str(tmp_path), {"reference": "the reference"}, CONTROLS,
+                           experiments=EXPERIMENTS)
+    assert sorted(os.path.basename(p) for p in written) == sorted(TABLES)
+    md = (tmp_path / "final_miou.md").read_text()
+    for words in ("95 % CI: unadjusted, paired over seeds",
+                  "p: paired t-test, Holm-adjusted within the experiment",
+                  "MDE: the smallest Δ this design detects with 80 % power at the Holm "
+                  "level of its experiment (exact, noncentral t)"):
+        assert words in md
+    rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| ")][1:]
+    experiments = [r[0].lstrip("| ") for r in rows]
+    assert experiments == ["gain"] * 3 + ["small"] * 2 + ["late"]  # grouped, study order
+    assert sum(r[1] == "reference" for r in rows) == 2
+    csv = pd.read_csv(tmp_path / "final_miou.csv")
+    assert list(csv["experiment"]) == experiments
+    # the statistics' notes stay under every slide of a split table
+    slides = split_table(md, 2, "# Final mIoU").split("\n---\n")
+    assert len(slides) == 3 and all("Holm-adjusted within the experiment" in s for s in slides)
+    assert "\\hline" in (tmp_path / "final_miou.tex").read_text()
+
+    found = json.loads((tmp_path / "findings.json").read_text())
+    assert found["seeds"] == [0, 1, 2, 3, 4]
+    assert len(found["comparisons"]) == 6
+    first = found["comparisons"][0]
+    assert {"experiment", "variant", "control", "n", "mean", "std", "delta", "sd_delta",
+            "ci_low", "ci_high", "p", "p_holm", "mde", "mde_holm", "verdict"} <= set(first)
+    untestable = [c for c in found["comparisons"] if c["variant"] == "rounding"][0]
+    assert untestable["p"] is None  # NaN is null: valid JSON
+    table = final_table(df, CONTROLS, EXPERIMENTS)
+    assert found["reference"]["mde_holm"] == pytest.approx(reference_mde(table)["mde_holm"])
+    assert found["reference"]["experiment"] == "gain" and found["reference"]["family"] == 3
+    assert found["control"]["variant"] == "control"
+    assert found["control"]["per_class_iou"] == pytest.approx(
+        {"road": np.mean(CONTROL_FINALS) + 30, "pole": np.mean(CONTROL_FINALS) - 30})
+    assert found["control"]["final_miou"] == pytest.approx(np.mean(CONTROL_FINALS))
+    printed = capsys.readouterr().out
+    assert "reference vs control: Δ" in printed
+    assert f"Holm-level MDE {found['reference']['mde_holm']:.2f} mIoU (5 seeds; family of 3" \
+        in printed
 
 
 def test_the_metric_reports_unrounded_iou():

@@ -130,3 +130,28 @@ def test_each_variant_has_a_control_of_its_own_start_and_length(study):
     study["variants"]["late"]["control"] = "contrl_late"
     with pytest.raises(StudyError, match=r"variants.late.control: no variant 'contrl_late'"):
         check_study(study)
+
+
+@pytest.mark.parametrize("value", [0.05, 1, None])
+def test_pretrain_takes_class_weight_smoothing(study, value):
+    study["pretrain"]["class_weight_smoothing"] = value
+    check_study(study)
+
+
+@pytest.mark.parametrize("value", [0, -0.1, "0.05"])
+def test_pretrain_class_weight_smoothing_must_be_positive(study, value):
+    study["pretrain"]["class_weight_smoothing"] = value
+    with pytest.raises(StudyError, match="pretrain.class_weight_smoothing"):
+        check_study(study)
+
+
+def test_pretrain_class_weights_need_a_pretraining_trained_here(study):
+    study["pretrain"] = dict(released={"4": dict(url="file:///x/iter_4.pth",
+                                                 sha256="0123abcd")},
+                             class_weight_smoothing=0.05)
+    study["variants"] = {"control": dict(loss="ce")}
+    with pytest.raises(StudyError, match="pretrain.class_weight_smoothing .* with "
+                                         "pretrain.released nothing is trained"):
+        check_study(study)
+    study["pretrain"]["class_weight_smoothing"] = None
+    check_study(study)

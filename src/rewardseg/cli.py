@@ -151,7 +151,8 @@ def _cmd_tables(ns) -> int:
     from .study import controls, labels, load_study
 
     study = load_study(ns.study)
-    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(study), controls(study))
+    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(study), controls(study),
+                           study=study)
     print(f"wrote {', '.join(written)}")
     return 0
 

@@ -217,35 +217,53 @@ def experiment_figure(study: dict, metrics, experiment: str):
 
 
 @figure("delta_vs_control", needs=("metrics",),
-        caption="Study ``{study}``: final mIoU of each variant minus the CE control's, "
-                "paired by seed, with 95 % confidence intervals.")
+        caption="Study ``{study}``: final mIoU of each variant minus its control's, "
+                "paired by seed, with unadjusted 95 % confidence intervals; the colour is "
+                "the verdict of the paired t-test, Holm-adjusted within each experiment (a "
+                "variant in several experiments: its largest adjusted p).")
 def delta_figure(study: dict, metrics):
+    """One point per variant (``results.variant_table``): Δ and its unadjusted 95 % CI;
+    the colour is the verdict, which follows the Holm-adjusted p (open circles: the CI
+    excludes 0 but the adjusted test does not reject)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from .results import final_table
+    from .results import variant_table
 
     labels = variant_labels(study)
-    table = final_table(metrics, controls(study))
+    table = variant_table(metrics, controls(study), experiments(study))
     table = table[table["control"] != table["variant"]].sort_values("delta")
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 1.7))
+    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 2.1))
     y = np.arange(len(table))
-    err = np.vstack([table["delta"] - table["ci_low"], table["ci_high"] - table["delta"]])
-    kinds = (("better than its control", "C2", "o"), ("worse than its control", "C3", "o"),
-             ("no difference detected", "C0", "o"), ("same Δ on every seed", "grey", "x"))
-    for text, colour, marker in kinds:
-        sel = np.array([v.startswith(text) for v in table["verdict"]])
+    delta = table["delta"].to_numpy(dtype=float)
+    err = np.vstack([delta - table["ci_low"].to_numpy(dtype=float),
+                     table["ci_high"].to_numpy(dtype=float) - delta])
+    # (verdict starts with, colour, marker, filled, legend); the first that matches counts
+    kinds = (("better than its control", "C2", "o", True, "better than its control (Holm)"),
+             ("worse than its control", "C3", "o", True, "worse than its control (Holm)"),
+             ("no difference detected after Holm", "C0", "o", False,
+              "n.s. after Holm (the unadjusted CI excludes 0)"),
+             ("no difference detected", "C0", "o", True, "no difference detected"),
+             ("same Δ on every seed", "grey", "x", True,
+              "same Δ on every seed (no spread: not testable)"),
+             ("not tested", "grey", "s", False, "not tested (too few seeds)"))
+    drawn = np.zeros(len(table), dtype=bool)
+    for text, colour, marker, filled, label in kinds:
+        sel = ~drawn & np.array([v.startswith(text) for v in table["verdict"]], dtype=bool)
+        drawn |= sel
         if sel.any():
-            ax.errorbar(table["delta"][sel], y[sel], xerr=np.nan_to_num(err[:, sel]),
-                        fmt=marker, color=colour, capsize=3,
-                        label=text + (" (no spread: not testable)" if colour == "grey" else ""))
+            ax.errorbar(delta[sel], y[sel], xerr=np.nan_to_num(err[:, sel]), fmt=marker,
+                        color=colour, capsize=3, label=label,
+                        markerfacecolor=colour if filled else "white")
     ax.axvline(0, color="k", lw=1)
     ax.set_yticks(y)
     ax.set_yticklabels([labels.get(v, v) for v in table["variant"]], fontsize=8)
-    ax.set_xlabel("final Δ mIoU vs its CE control (points, paired by seed, 95 % CI); "
-                  "verdict: paired t-test, Holm-adjusted", fontsize=8)
+    ax.set_xlabel("final Δ mIoU vs its control (paired by seed; bars: 95 % CI, unadjusted)\n"
+                  "colour: verdict of the paired t-test, Holm-adjusted within each experiment\n"
+                  "(a variant in several experiments: its largest adjusted p)", fontsize=8)
     ax.set_title("Final mIoU difference to the control")
-    ax.legend(fontsize=7, loc="best")
+    if drawn.any():
+        ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     return fig
@@ -469,3 +487,331 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
     fig.suptitle(f"{study['study']}: validation predictions (seed {seed}); black = ignored")
     fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     return fig
+
+
+# ---------------------------------------------------------------- diagnosis
+def per_class_deltas(study: dict, metrics):
+    """Per-class Δ IoU of every compared variant against its control (``study.controls``)
+    at the final step, paired by seed: one row per (variant, class) with the control, the
+    class, and ``results.paired_comparison``'s ``delta`` (points: IoU is in %),
+    ``ci_low`` / ``ci_high`` (95 %, Student t over seeds), ``p``, ``pairs`` and
+    ``constant``; class ``mIoU`` is the mean over classes. Variants in study order,
+    classes in metrics.csv's order with mIoU last. A control without rows in ``metrics``
+    is a ValueError that names it."""
+    import pandas as pd
+
+    from .results import CONTROL, paired_comparison
+
+    data = metrics[metrics["variant"] != paths.PRETRAIN]
+    final = data[data["step"] == data.groupby(["variant", "seed"])["step"].transform("max")]
+    iou = final.pivot_table(index=["variant", "seed"], columns="class", values="IoU",
+                            aggfunc="mean", dropna=False)
+    present = list(dict.fromkeys(final["variant"]))
+    order = [v for v in study["variants"] if v in present] + \
+        [v for v in present if v not in study["variants"]]
+    classes = [c for c in dict.fromkeys(final["class"]) if c != "mIoU"]
+    classes += ["mIoU"] if "mIoU" in iou.columns else []
+    of = controls(study)
+    rows = []
+    for variant in order:
+        control = of.get(variant, CONTROL)
+        if control == variant:
+            continue
+        if control not in present:
+            raise ValueError(f"per_class_delta: variant {variant!r} is compared with its "
+                             f"control {control!r}, which has no rows in metrics.csv")
+        mine, theirs = iou.loc[variant], iou.loc[control]
+        for name in classes:
+            diff = (mine[name] - theirs[name]).dropna()  # aligned on the seed
+            rows.append(dict(variant=variant, control=control, **{"class": name},
+                             **paired_comparison(diff)))
+    columns = ["variant", "control", "class", "pairs", "delta", "sd_delta", "ci_low",
+               "ci_high", "p", "mde", "constant"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _delta_label(value: float, digits: int = 1) -> str:
+    """A Δ for a heat-map cell: ``digits`` decimals (none from 10 up; with 2 decimals, one
+    significant digit, ``4e−5``, for a value that would round to 0 but is not 0), no
+    ``+``, a true minus sign."""
+    if value != value:
+        return "n/a"
+    value = value + 0.0  # no "−0.00"
+    if digits >= 2 and 0 < abs(value) < 0.5 * 10 ** -digits:
+        mantissa, exponent = f"{value:.0e}".split("e")
+        return f"{mantissa}e{int(exponent)}".replace("-", "−")
+    digits = 0 if abs(value) >= 9.95 else digits
+    return f"{value:.{digits}f}".replace("-", "−")
+
+
+PER_CLASS_COLUMNS = 20  # classes shown, mIoU included: more would not be legible
+
+
+@figure("per_class_delta", needs=("metrics",),
+        caption="Study ``{study}``: which classes each variant gains or loses against its "
+                "own control, as the final per-class IoU difference in points (IoU in %), "
+                "mean over seeds of the difference paired by seed, one row per variant and "
+                "the mIoU in the last column; a framed cell is one whose 95 % confidence "
+                "interval (Student t over seeds) excludes 0, a dotted frame one with the "
+                "same difference on every seed (not testable), and grey a class without an "
+                "IoU; with more than 19 classes, those with the largest differences are "
+                "shown.")
+def per_class_delta_figure(study: dict, metrics):
+    """Heat map of per-class Δ IoU (variants × classes, mIoU last) vs each variant's
+    control (:func:`per_class_deltas`): colour and number = mean Δ over seeds, ± = the
+    95 % CI's half-width (when the cells leave room for it), bold frame = the CI excludes
+    0. Rows: the best mIoU difference on top."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Rectangle
+
+    table = per_class_deltas(study, metrics)
+    labels = variant_labels(study)
+    fig_w, fig_h = 12.8, 5.4  # the deck shows it 460 px high: 10.2 pt is 12 px there
+    if table.empty:
+        fig, ax = plt.subplots(figsize=(fig_w, fig_h))
+        ax.text(0.5, 0.5, "no variant with a control in metrics.csv", ha="center",
+                va="center", fontsize=14, transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    table = table.assign(excludes=(table["ci_low"] > 0) | (table["ci_high"] < 0))
+    classes = list(dict.fromkeys(table["class"]))
+    named = [c for c in classes if c != "mIoU"]
+    dropped = 0
+    if len(classes) > PER_CLASS_COLUMNS:  # the classes with the largest differences
+        per = table[table["class"] != "mIoU"].groupby("class").agg(
+            excludes=("excludes", "any"), size=("delta", lambda d: d.abs().max()))
+        keep = per.fillna(0).sort_values(["excludes", "size"], ascending=False).index
+        keep = set(keep[:PER_CLASS_COLUMNS - 1])
+        dropped = len(named) - len(keep)
+        named = [c for c in named if c in keep]
+        classes = named + (["mIoU"] if "mIoU" in classes else [])
+    variants = list(dict.fromkeys(table["variant"]))
+    miou = table[table["class"] == "mIoU"].set_index("variant")["delta"]
+    variants.sort(key=lambda v: -np.nan_to_num(miou.get(v, np.nan), nan=-np.inf))
+    cell = table.set_index(["variant", "class"])
+    delta = np.array([[cell.loc[(v, c), "delta"] for c in classes] for v in variants],
+                     dtype=float)
+    fig, ax = plt.subplots(figsize=(fig_w, max(fig_h, 0.22 * len(variants) + 1.6)))
+    finite = np.abs(delta[np.isfinite(delta)])
+    vmax = float(max(np.percentile(finite, 95) if finite.size else 1.0, 0.5))
+    cmap = plt.get_cmap("RdBu").with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_invalid(delta), cmap=cmap, vmin=-vmax, vmax=vmax,
+                      aspect="auto", interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.02,
+                       extend="both" if finite.size and finite.max() > vmax else "neither")
+    bar.set_label("Δ IoU vs control (points)", fontsize=12)
+    bar.ax.tick_params(labelsize=11)
+    of = dict(zip(table["variant"], table["control"]))
+    ax.set_yticks(range(len(variants)))
+    ax.set_yticklabels([labels.get(v, v) + ("" if of[v] == "control" else f" (vs {of[v]})")
+                        for v in variants], fontsize=11)
+    ax.set_xticks(range(len(classes)))
+    ax.set_xticklabels(classes, rotation=40 if len(classes) > 6 else 0,
+                       ha="right" if len(classes) > 6 else "center", fontsize=11,
+                       rotation_mode="anchor")
+    for tick, name in zip(ax.get_xticklabels(), classes):
+        if name == "mIoU":
+            tick.set_fontweight("bold")
+    ax.tick_params(length=0)
+    seeds = int(table["pairs"].max())
+    ax.set_title(f"{study['study']}: final per-class IoU minus the control's, paired by "
+                 f"seed ({seeds} seeds)", fontsize=13)
+    footnote = ("bold, framed: the 95 % CI (Student t over seeds) excludes 0{pm}; dotted: "
+                "same Δ on every seed (not testable); grey: no IoU"
+                + (f"; {dropped} classes with smaller Δ not shown" if dropped else ""))
+    fig.text(0.01, 0.01, footnote.format(pm="; ±: its half-width"), fontsize=11,
+             ha="left", va="bottom")
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    # the numbers' font and precision follow the cells' size (in points)
+    box = ax.get_window_extent().transformed(fig.dpi_scale_trans.inverted())
+    cell_w, cell_h = 72 * box.width / len(classes), 72 * box.height / len(variants)
+    size = min(12.0, cell_w / 2.9, cell_h / 1.4)
+    two_lines = cell_h >= 2.6 * size and cell_w >= 3.6 * size
+    digits = 2 if cell_w >= 3.6 * size else 1
+    if not two_lines:
+        fig.texts[-1].set_text(footnote.format(pm=""))
+    for i, variant in enumerate(variants):
+        for j, name in enumerate(classes):
+            row = cell.loc[(variant, name)]
+            if row["excludes"]:
+                ax.add_patch(Rectangle((j - 0.43, i - 0.41), 0.86, 0.82, fill=False,
+                                       edgecolor="k", lw=1.8))
+            elif row["constant"]:
+                ax.add_patch(Rectangle((j - 0.43, i - 0.41), 0.86, 0.82, fill=False,
+                                       edgecolor="0.3", lw=1.5, ls=":"))
+            if size < 6:
+                continue
+            text = _delta_label(row["delta"], digits)
+            if two_lines and row["ci_low"] == row["ci_low"]:
+                half = (row["ci_high"] - row["ci_low"]) / 2
+                text += "\n±" + _delta_label(half, 2 if half < 0.995 else 1)
+            dark = row["delta"] == row["delta"] and abs(row["delta"]) > 0.6 * vmax
+            ax.text(j, i, text, ha="center", va="center", fontsize=size,
+                    color="white" if dark else "black",
+                    fontweight="bold" if row["excludes"] else "normal")
+    if "mIoU" in classes and len(classes) > 1:
+        ax.axvline(len(classes) - 1.5, color="white", lw=4)
+    return fig
+
+
+# the loss's statistics of a reward estimator (``RewardLoss._stats``, logged as
+# ``decode.reward_<name>`` and averaged over each evaluation interval in train_stats.csv)
+SAMPLED_REWARD = "decode.reward_reward"          # mean reward of the sampled maps
+ARGMAX_REWARD = "decode.reward_reward_argmax"    # per-image mIoU of the argmax map
+POLICY_ENTROPY = "decode.reward_entropy"         # mean per-pixel entropy (nats)
+
+
+ESTIMATOR_NAMES = {"weighted_ce": "weighted CE", "reinforce": "REINFORCE",
+                   "local_expectation": "local expectation"}
+BAND_MOST = 2  # a panel with more variants draws their means without the 95 % bands
+
+
+def reward_gap_data(study: dict, stats):
+    """The rows of ``reward_gap``: one per reward-estimator run (variant, seed), step and
+    ``quantity`` (``sampled``: mean reward of the sampled maps, ``argmax``: reward of the
+    argmax map of the same batches, both in %; ``entropy``: the policy's mean per-pixel
+    entropy in nats), with the run's ``estimator``. Weighted CE samples nothing, so it has
+    no ``sampled`` rows (its ``decode.reward_reward`` is the cost 1 − mIoU).
+
+    Returns (rows, missing): ``missing`` maps each estimator to the runs ("variant seed
+    k") that have no argmax-reward or entropy statistics (results from before they were
+    logged)."""
+    import pandas as pd
+
+    from .vocabulary import ESTIMATORS, SAMPLING
+
+    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    sub = stats[stats["variant"].map(lambda v: loss.get(v) in ESTIMATORS)]
+    sub = sub.assign(estimator=sub["variant"].map(loss))
+    wanted = {ARGMAX_REWARD: ("argmax", 100.0), POLICY_ENTROPY: ("entropy", 1.0),
+              SAMPLED_REWARD: ("sampled", 100.0)}
+    rows = sub[sub["stat"].isin(wanted)]
+    rows = rows[(rows["stat"] != SAMPLED_REWARD) | rows["estimator"].isin(SAMPLING)]
+    rows = rows.assign(quantity=rows["stat"].map(lambda s: wanted[s][0]),
+                       value=rows["value"] * rows["stat"].map(lambda s: wanted[s][1]))
+    missing: Dict[str, List[str]] = {}
+    order = {v: i for i, v in enumerate(study["variants"])}
+    for (estimator, variant, seed), run in sorted(
+            sub.groupby(["estimator", "variant", "seed"]),
+            key=lambda kv: (kv[0][0], order[kv[0][1]], kv[0][2])):
+        if not {ARGMAX_REWARD, POLICY_ENTROPY} <= set(run["stat"]):
+            missing.setdefault(estimator, []).append(f"{variant} seed {seed}")
+    columns = ["estimator", "variant", "seed", "step", "quantity", "value"]
+    return rows[columns].reset_index(drop=True), missing
+
+
+def _mean_band(run_values):
+    """Mean over seeds per step and the 95 % Student-t half-width (0 with one seed)."""
+    from scipy import stats as st
+
+    grouped = run_values.groupby("step")["value"]
+    mean, sd, n = grouped.mean(), grouped.std(ddof=1), grouped.count()
+    half = (sd / n.pow(0.5) * n.map(lambda k: st.t.ppf(0.975, k - 1) if k > 1 else 0.0))
+    return mean.index.to_numpy(), mean.to_numpy(), half.fillna(0.0).to_numpy()
+
+
+@figure("reward_gap", needs=("stats",),
+        caption="Study ``{study}``: how far the sampled label maps lag the argmax map the "
+                "model is evaluated with, per reward estimator over the fine-tuning steps: "
+                "the mean reward (per-image mIoU in %, class-weighted for a variant with "
+                "class weights) of the sampled maps (solid) and of the "
+                "argmax map of the same batches (dashed), and below the policy's mean "
+                "per-pixel entropy in nats, each averaged over an evaluation interval, mean "
+                "over seeds with a 95 % band (panels of one or two variants); weighted CE "
+                "samples no maps, and runs recorded before these statistics were logged are "
+                "named on their panel.")
+def reward_gap_figure(study: dict, stats):
+    """Top row: per estimator, the sampled maps' mean reward (solid) and the argmax map's
+    (dashed) per variant; bottom row: the policy's mean per-pixel entropy. A run without
+    the argmax / entropy statistics (older results) is named on its panel."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from .vocabulary import ESTIMATORS, SAMPLING
+
+    data, missing = reward_gap_data(study, stats)
+    labels = variant_labels(study)
+    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    variants = [v for v in study["variants"] if loss[v] in ESTIMATORS]
+    estimators = [e for e in ESTIMATORS if any(loss[v] == e for v in variants)]
+    ncols = max(1, len(estimators))
+    # the deck shows it 460 px high: 10.2 pt is 12 px there
+    fig, axes = plt.subplots(2, ncols, squeeze=False, sharex="col", figsize=(12.8, 5.4),
+                             gridspec_kw=dict(height_ratios=(3, 2)))
+    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
+    colour = {v: palette(i % palette.N) for i, v in enumerate(variants)}
+    shown = []
+    for col, estimator in enumerate(estimators):
+        top, bottom = axes[0][col], axes[1][col]
+        mine_all = [v for v in variants if loss[v] == estimator]
+        bands = len(mine_all) <= BAND_MOST  # more: the bands would hide the lines
+        for variant in mine_all:
+            mine = data[data["variant"] == variant]
+            drew = False
+            for quantity, ax, style in (("sampled", top, "-"), ("argmax", top, "--"),
+                                        ("entropy", bottom, "-")):
+                values = mine[mine["quantity"] == quantity]
+                if values.empty:
+                    continue
+                x, y, half = _mean_band(values)
+                ax.plot(x, y, style, color=colour[variant], lw=2, marker="o", markersize=3,
+                        label=f"{labels.get(variant, variant)}: {quantity}")
+                if bands:
+                    ax.fill_between(x, y - half, y + half, color=colour[variant],
+                                    alpha=0.12, lw=0)
+                drew = True
+            if drew:
+                shown.append(variant)
+        notes = ([] if estimator in SAMPLING else ["samples nothing: argmax only"]) + \
+            ([] if bands else ["means only"])
+        top.set_title(ESTIMATOR_NAMES.get(estimator, estimator)
+                      + "".join(f"\n({note})" for note in notes), fontsize=12)
+        top.set_ylabel("training reward\n(per-image mIoU, %)" if col == 0 else "",
+                       fontsize=11)
+        bottom.set_ylabel("policy entropy\n(nats / pixel)" if col == 0 else "",
+                          fontsize=11)
+        bottom.set_xlabel("fine-tuning step", fontsize=11)
+        bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for ax in (top, bottom):
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=10.5)
+        runs = missing.get(estimator, [])
+        if not runs and not any(loss[v] == estimator for v in shown):
+            top.text(0.5, 0.5, "no training statistics of these runs yet",
+                     transform=top.transAxes, ha="center", va="center", fontsize=12)
+        if runs:
+            note = ("no argmax-reward / entropy statistics (older results) for:\n"
+                    + _wrap_runs(runs))
+            everything = not len(data[(data["estimator"] == estimator)
+                                      & (data["quantity"] != "sampled")])
+            for ax in (top, bottom) if everything else (bottom,):
+                if everything:
+                    ax.set_yticks([])
+                    ax.tick_params(labelbottom=False)
+                ax.text(0.5, 0.5 if everything else 0.97, note, transform=ax.transAxes,
+                        ha="center", va="center" if everything else "top", fontsize=10.5,
+                        color="C3", bbox=dict(facecolor="white", edgecolor="C3", alpha=0.9))
+    if not estimators:
+        for ax in axes[:, 0]:
+            ax.text(0.5, 0.5, "no reward-estimator runs in this study", ha="center",
+                    va="center", fontsize=14, transform=ax.transAxes)
+            ax.set_axis_off()
+    handles = [Line2D([], [], color="k", lw=2, ls="-", label="sampled maps (mean reward)"),
+               Line2D([], [], color="k", lw=2, ls="--", label="argmax map, same batches")]
+    handles += [Line2D([], [], color=colour[v], lw=6, label=labels.get(v, v))
+                for v in variants if v in shown]
+    legend = fig.legend(handles=handles, loc="center right", bbox_to_anchor=(0.995, 0.5),
+                        fontsize=10.5, frameon=False)
+    fig.suptitle(f"{study['study']}: reward of the sampled maps vs the argmax map, and "
+                 "the policy's entropy (mean over seeds, 95 % band)", fontsize=13)
+    fig.canvas.draw()
+    width = legend.get_window_extent().width / fig.bbox.width
+    fig.tight_layout(rect=(0, 0, 0.99 - width, 0.96))
+    return fig
+
+
+def _wrap_runs(runs: List[str], per_line: int = 2, most: int = 6) -> str:
+    shown = runs[:most] + ([f"… {len(runs) - most} more"] if len(runs) > most else [])
+    return "\n".join(", ".join(shown[i:i + per_line]) for i in range(0, len(shown), per_line))

@@ -2,6 +2,7 @@
 (``metrics.csv``); the statistics and tables drawn from it (figures are ``figures``)."""
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -13,11 +14,13 @@ import pandas as pd
 from . import paths
 from .fileio import write_json_atomic, write_text_atomic
 
-# every comparison: two-sided paired t-test at this level, Holm-adjusted over the study's
-# comparisons; the minimum detectable effect is for this power
+# every comparison: two-sided paired t-test at this level, Holm-adjusted within its
+# experiment (the variants one figure ``exp_<experiment>`` shows); the minimum detectable
+# effect is for this power
 ALPHA = 0.05
 POWER = 0.8
 CONTROL = "control"
+REFERENCE = "reference"  # the reference configuration (``tuning:``), in several experiments
 
 
 def read_val_metrics(work_dir: str) -> List[Dict[str, Any]]:
@@ -109,12 +112,12 @@ def paired_comparison(diff: Sequence[float], alpha: float = ALPHA,
                       power: float = POWER) -> Dict[str, Any]:
     """A variant against its control, paired by seed (``diff``: one Δ per seed).
 
-    Returns the mean Δ, its standard deviation over seeds, the 95 % CI (Student t), the
-    two-sided p-value of the paired t-test, and the minimum detectable effect: the true Δ
-    this many seeds would detect with probability ``power`` at level ``alpha``, given the
-    observed spread, ``(t_{1-a/2} + t_{power}) · sd / √n``. Deltas that are the same on
-    every seed (no spread: the runs did not move, or differ by a rounding step) are marked
-    ``constant`` and get no CI, p-value or MDE: they cannot be tested."""
+    Returns the mean Δ, its standard deviation over seeds, the 95 % CI (Student t,
+    unadjusted), the two-sided p-value of the paired t-test, and the minimum detectable
+    effect at level ``alpha`` (``minimum_detectable_effect``: exact, from the noncentral t).
+    Deltas that are the same on every seed (no spread: the runs did not move, or differ by
+    a rounding step) are marked ``constant`` and get no CI, p-value or MDE: they cannot be
+    tested."""
     from scipy import stats
 
     diff = np.asarray(list(diff), dtype=float)
@@ -139,14 +142,43 @@ def paired_comparison(diff: Sequence[float], alpha: float = ALPHA,
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float = ALPHA,
                               power: float = POWER) -> float:
-    """The true paired Δ that ``n`` seeds with spread ``sd`` detect with probability
-    ``power`` in a two-sided t-test at level ``alpha``: ``(t_{1-a/2} + t_power)·sd/√n``."""
-    from scipy import stats
-
-    if n < 2 or not sd > 0:
+    """The smallest true paired Δ that a two-sided paired t-test with ``n`` pairs (Δ
+    spread ``sd``) at level ``alpha`` detects with probability ``power``: exact. With T
+    noncentral t (df = n - 1, noncentrality δ = Δ·√n/sd) the test's power is
+    P(T > t_crit) + P(T < -t_crit); δ is its root at ``power`` (scipy's ``brentq``, to
+    ~1e-12), and Δ = δ·sd/√n. The usual ``(t_{1-a/2} + t_power)·sd/√n`` understates it
+    for few seeds (n = 3, alpha 0.05/6: 6.90 sd instead of 8.02 sd)."""
+    if n < 2 or not sd > 0 or not 0 < alpha < power < 1:
         return float("nan")
-    return ((float(stats.t.ppf(1 - alpha / 2, n - 1)) + float(stats.t.ppf(power, n - 1)))
-            * sd / math.sqrt(n))
+    return _noncentrality_at_power(int(n), float(alpha), float(power)) * sd / math.sqrt(n)
+
+
+@functools.lru_cache(maxsize=None)
+def _noncentrality_at_power(n: int, alpha: float, power: float) -> float:
+    """The noncentrality δ at which the two-sided paired t-test (``n`` pairs, level
+    ``alpha``) has power ``power`` (it depends on nothing else: the MDE is δ·sd/√n)."""
+    from scipy import optimize, stats
+
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+
+    def gap(nc: float) -> float:
+        # P(T > crit) + P(T < -crit); the lower tail as P(T' > crit) for the mirrored
+        # noncentrality (the same number: scipy's nct.cdf is NaN far in that tail)
+        value = float(stats.nct.sf(crit, df, nc) + stats.nct.sf(crit, df, -nc)) - power
+        if value != value:
+            raise ArithmeticError(f"noncentral t power is NaN at nc={nc}, df={df}")
+        return value
+
+    high = crit + float(stats.t.ppf(power, df))  # the central approximation: a first bracket
+    for _ in range(200):
+        if gap(high) > 0:
+            break
+        high *= 1.5
+    else:
+        raise ArithmeticError(f"no noncentrality reaches power {power} (n={n}, alpha={alpha})")
+    return float(optimize.brentq(gap, 0.0, high, xtol=1e-12, rtol=4 * np.finfo(float).eps,
+                                 maxiter=1000))
 
 
 def holm(pvalues: Sequence[float]) -> List[float]:
@@ -164,59 +196,190 @@ def holm(pvalues: Sequence[float]) -> List[float]:
 
 
 def verdict(row, alpha: float = ALPHA) -> str:
-    """What a row of ``final_table`` may claim."""
-    if row.get("control") in (None, row["variant"]) or pd.isna(row.get("delta")):
+    """What a row of ``final_table`` (or ``variant_table``) may claim. It follows the
+    Holm-adjusted p alone: better / worse where ``p_holm < alpha``; otherwise "no
+    difference detected", with the words "after Holm adjustment" where the unadjusted 95 %
+    CI excludes 0 (the CI and the verdict then answer different questions, and say so)."""
+    if row.get("control") in (None, row["variant"]):
         return "control"
+    if pd.isna(row.get("delta")):
+        return "not tested (no seed in common with its control)"
     if row.get("constant"):
         return f"same Δ on every seed ({row['delta']:+.2f}): not testable"
-    if pd.notna(row.get("p_holm")) and row["p_holm"] < alpha:
+    p_holm = row.get("p_holm")
+    if pd.notna(p_holm) and p_holm < alpha:
         return "better than its control" if row["delta"] > 0 else "worse than its control"
     mde = row.get("mde_holm", row.get("mde"))
-    if pd.isna(mde):
+    if pd.isna(mde) or pd.isna(p_holm):
         return "not tested (fewer than 2 seeds)"
-    return f"no difference detected (MDE {mde:.2f})"
+    if row["ci_low"] > 0 or row["ci_high"] < 0:
+        return (f"no difference detected after Holm adjustment (p_Holm {p_holm:.3f}; the "
+                f"unadjusted 95 % CI excludes 0; MDE {mde:.2f})")
+    return f"no difference detected (p_Holm {p_holm:.3f}; MDE {mde:.2f})"
 
 
-def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None) -> pd.DataFrame:
-    """Final mIoU per variant (mean ± std over seeds) and its comparison with its control
-    (``controls``: variant -> its control, default ``control``; a control maps to itself):
-    Δ paired by seed, 95 % CI, paired t-test p-value, Holm-adjusted over every comparison
-    of the table, minimum detectable effect at 80 % power (``mde`` at ``ALPHA``;
-    ``mde_holm`` at ``ALPHA / comparisons``, the strictest level Holm tests at, so that
-    "no difference detected" is stated at the level the verdicts use), and the verdict."""
-    controls = dict(controls or {})
+# the columns of ``final_table``, one row per (experiment, variant) comparison; ``pairs``
+# (seeds paired with the control), ``family`` (comparisons in the experiment) and
+# ``constant`` (the same Δ on every seed) follow
+COMPARISON_COLUMNS = ("experiment", "variant", "control", "n", "mean", "std", "delta",
+                      "sd_delta", "ci_low", "ci_high", "p", "p_holm", "mde", "mde_holm",
+                      "verdict")
+# family names: the whole study (every comparison, when no experiments are given); the
+# compared variants that no experiment shows
+WHOLE_STUDY = "all"
+UNGROUPED = "ungrouped"
+
+
+def _final_by_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """Final mIoU (the last step of each run), seeds x variants; the pretraining left out."""
     miou = df[(df["class"] == "mIoU") & (df["variant"] != paths.PRETRAIN)]
     last = miou.loc[miou.groupby(["variant", "seed"])["step"].idxmax()]
-    final = last.pivot(index="seed", columns="variant", values="IoU")
-    out = []
+    return last.pivot(index="seed", columns="variant", values="IoU")
+
+
+def _per_variant(df: pd.DataFrame, controls: Optional[Dict[str, str]]) -> Dict[str, dict]:
+    """Variant -> its final mIoU (n, mean, std over seeds), its control and, where that
+    control has results, the paired comparison (``compared``)."""
+    controls = dict(controls or {})
+    final = _final_by_seed(df)
     is_control = {c for v, c in controls.items() if c != v}
+    rows: Dict[str, dict] = {}
     for variant in final.columns:
         values = final[variant].dropna()
         control = variant if variant in is_control else controls.get(variant, CONTROL)
         row = dict(variant=variant, control=control, n=len(values), mean=values.mean(),
-                   std=values.std(ddof=1) if len(values) > 1 else float("nan"))
+                   std=values.std(ddof=1) if len(values) > 1 else float("nan"),
+                   compared=False)
         if control != variant and control in final.columns:
-            row.update(paired_comparison((final[variant] - final[control]).dropna()))
+            row.update(paired_comparison((final[variant] - final[control]).dropna()),
+                       compared=True)
         else:
             row["control"] = variant
-        out.append(row)
-    table = pd.DataFrame(out)
-    for col in ("delta", "sd_delta", "ci_low", "ci_high", "p", "mde"):
-        if col not in table:
-            table[col] = float("nan")
-    table["constant"] = table.get("constant", False)
-    table["constant"] = table["constant"].fillna(False).astype(bool)
-    compared = table["control"] != table["variant"]
-    table["p_holm"] = float("nan")
-    table.loc[compared, "p_holm"] = holm(table.loc[compared, "p"])
-    # the MDE at the level the verdicts use: Holm's strictest step, alpha / comparisons
-    family = max(1, int(compared.sum()))
-    table["mde_holm"] = [
-        minimum_detectable_effect(row["sd_delta"], int(row["pairs"]), ALPHA / family)
-        if c and not row["constant"] and pd.notna(row.get("pairs")) else float("nan")
-        for c, (_, row) in zip(compared, table.iterrows())]
+        rows[variant] = row
+    return rows
+
+
+def _families(compared: Sequence[str],
+              experiments: Optional[Dict[str, Sequence[str]]]) -> List[tuple]:
+    """(experiment, its compared variants) in the study's order: the family that Holm
+    adjusts over is the set of non-control variants the figure ``exp_<experiment>`` shows.
+    Without ``experiments``: one family, the whole study (``WHOLE_STUDY``); compared
+    variants that no experiment shows form one more (``UNGROUPED``)."""
+    if experiments is None:
+        return [(WHOLE_STUDY, list(compared))] if compared else []
+    out, seen = [], set()
+    for name, variants in experiments.items():
+        members = [v for v in dict.fromkeys(variants) if v in compared]
+        seen.update(members)
+        if members:
+            out.append((name, members))
+    rest = [v for v in compared if v not in seen]
+    if rest:
+        out.append((UNGROUPED, rest))
+    return out
+
+
+def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
+                experiments: Optional[Dict[str, Sequence[str]]] = None) -> pd.DataFrame:
+    """The verdict table: one row per (experiment, variant) comparison (a variant in
+    several experiments has a row in each; controls have none: see ``variant_table``).
+
+    ``controls``: variant -> its control (default ``control``; a control maps to itself);
+    ``experiments``: experiment -> the variants its figure shows (``study.experiments``);
+    without it the whole study is one family. Per row: the final mIoU of the variant
+    (``n`` seeds, mean, std), Δ against its control paired by seed with its sd and
+    unadjusted 95 % CI, the paired t-test's p and ``p_holm``, Holm-adjusted within the
+    experiment, the minimum detectable effect at 80 % power (exact, noncentral t) at
+    ``ALPHA`` (``mde``) and at ``ALPHA / family`` (``mde_holm``: Holm's strictest step in
+    that experiment, so that "no difference detected" is stated at the level the verdicts
+    use), and the verdict (``verdict``: it follows ``p_holm``). Sorted by final mIoU,
+    highest first (``write_tables`` groups the rows by experiment)."""
+    rows = _per_variant(df, controls)
+    compared = [v for v, row in rows.items() if row["compared"]]
+    out = []
+    for experiment, members in _families(compared, experiments):
+        family = len(members)
+        for variant, p_holm in zip(members, holm([rows[v]["p"] for v in members])):
+            row = rows[variant]
+            testable = row["pairs"] >= 2 and not row["constant"] and row["sd_delta"] > 0
+            out.append(dict(
+                {k: row[k] for k in ("variant", "control", "n", "mean", "std", "delta",
+                                     "sd_delta", "ci_low", "ci_high", "p", "mde")},
+                experiment=experiment, p_holm=p_holm, family=family, pairs=row["pairs"],
+                constant=bool(row["constant"]),
+                mde_holm=(minimum_detectable_effect(row["sd_delta"], int(row["pairs"]),
+                                                    ALPHA / family)
+                          if testable else float("nan"))))
+    extra = ("pairs", "family", "constant")
+    table = pd.DataFrame(out, columns=[c for c in COMPARISON_COLUMNS if c != "verdict"]
+                         + list(extra))
     table["verdict"] = [verdict(row) for _, row in table.iterrows()]
-    return table.sort_values("mean", ascending=False).reset_index(drop=True)
+    table = table[list(COMPARISON_COLUMNS) + list(extra)]
+    table["constant"] = table["constant"].astype(bool)
+    return table.sort_values("mean", ascending=False, kind="mergesort").reset_index(drop=True)
+
+
+def variant_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
+                  experiments: Optional[Dict[str, Sequence[str]]] = None) -> pd.DataFrame:
+    """One row per variant, controls included (for the best variant, the overview, the
+    slides' summary, the Δ figure and each variant's mean ± std): n, mean, std of its
+    final mIoU, its control, the paired Δ, sd, unadjusted CI, p and ``mde`` (these do not
+    depend on the experiment), ``experiments`` (those it is compared in, comma-joined),
+    ``family`` (the largest of them), and from ``final_table`` the strictest of its rows:
+    the largest ``p_holm`` and ``mde_holm``, and the verdict from those, so that a variant
+    is called better or worse only where that holds in every experiment it is in. Sorted
+    by final mIoU, highest first."""
+    rows = _per_variant(df, controls)
+    comparisons = final_table(df, controls, experiments)
+    out = []
+    for variant, row in rows.items():
+        mine = comparisons[comparisons["variant"] == variant]
+        entry = {k: row.get(k, float("nan")) for k in (
+            "variant", "control", "n", "mean", "std", "delta", "sd_delta", "ci_low",
+            "ci_high", "p", "mde", "pairs")}
+        entry.update(constant=bool(row.get("constant", False)),
+                     experiments=", ".join(mine["experiment"]),
+                     family=int(mine["family"].max()) if len(mine) else 0,
+                     p_holm=mine["p_holm"].max() if len(mine) else float("nan"),
+                     mde_holm=mine["mde_holm"].max() if len(mine) else float("nan"))
+        entry["verdict"] = verdict(entry)
+        out.append(entry)
+    columns = ["variant", "control", "n", "mean", "std", "experiments", "family", "delta",
+               "sd_delta", "ci_low", "ci_high", "p", "p_holm", "mde", "mde_holm", "verdict",
+               "pairs", "constant"]
+    table = pd.DataFrame(out, columns=columns)
+    return table.sort_values("mean", ascending=False, kind="mergesort").reset_index(drop=True)
+
+
+def reference_mde(table: pd.DataFrame, variant: str = REFERENCE) -> Optional[Dict[str, Any]]:
+    """The Holm-level minimum detectable effect of ``variant`` (the reference
+    configuration) against its control, from ``final_table``: the largest over the
+    experiments it is compared in (its largest family), with that row's experiment,
+    family, seeds paired, Δ, CI and Holm p. None when the variant is not compared or not
+    testable (fewer than 2 seeds, or the same Δ on every seed)."""
+    rows = table[(table["variant"] == variant) & table["mde_holm"].notna()]
+    if rows.empty:
+        return None
+    row = rows.sort_values(["mde_holm", "family"], kind="mergesort").iloc[-1]
+    return dict(variant=variant, control=str(row["control"]),
+                experiment=str(row["experiment"]), family=int(row["family"]),
+                experiments=int(len(rows)), pairs=int(row["pairs"]),
+                delta=float(row["delta"]), ci_low=float(row["ci_low"]),
+                ci_high=float(row["ci_high"]), p_holm=float(row["p_holm"]),
+                mde_holm=float(row["mde_holm"]), alpha=ALPHA / int(row["family"]),
+                power=POWER)
+
+
+def reference_line(found: Optional[Dict[str, Any]], variant: str = REFERENCE) -> str:
+    """``reference_mde`` in one line, for the workflow's log."""
+    if found is None:
+        return f"{variant} vs control: not compared or not testable (no Holm-level MDE)"
+    return (f"{found['variant']} vs {found['control']}: Δ {found['delta']:+.2f} mIoU "
+            f"[{found['ci_low']:+.2f}, {found['ci_high']:+.2f}], p_Holm "
+            f"{found['p_holm']:.3f}, Holm-level MDE {found['mde_holm']:.2f} mIoU "
+            f"({found['pairs']} seeds; family of {found['family']} comparisons in "
+            f"experiment {found['experiment']!r}, the largest of the {found['experiments']} "
+            f"it is in)")
 
 
 PLATEAU_POINTS = 1.0  # the pretraining has converged when its last quarter adds less
@@ -241,9 +404,13 @@ def pretrain_plateau(df: pd.DataFrame) -> Optional[Dict[str, float]]:
 
 
 def best_variant(table: pd.DataFrame) -> Optional[str]:
-    """The variant that beats its control by the most (adjusted test), or None."""
-    better = table[table["verdict"] == "better than its control"]
-    return None if better.empty else str(better.sort_values("delta").iloc[-1]["variant"])
+    """The variant that beats its control by the most (Holm-adjusted test), or None.
+    ``table``: ``variant_table`` or ``final_table``; from the latter a variant counts only
+    where it is better in every experiment it is compared in (as ``variant_table`` says)."""
+    verdicts = table.groupby("variant", sort=False)["verdict"]
+    better = [v for v, found in verdicts if (found == "better than its control").all()]
+    rows = table[table["variant"].isin(better)].drop_duplicates("variant")
+    return None if rows.empty else str(rows.sort_values("delta").iloc[-1]["variant"])
 
 
 def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -256,13 +423,26 @@ def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
 # The files ``write_tables`` writes into a study's table folder (``paths.table``); the
 # workflow declares exactly these as the outputs of its ``tables`` rule.
 TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
-          "per_class_iou.md", "per_class_iou.tex")
+          "per_class_iou.md", "per_class_iou.tex", "findings.json")
+
+# what the final-mIoU table's numbers are (below the table, Markdown and LaTeX)
+TABLE_NOTES = (
+    "Δ: final mIoU minus its control's, paired by seed. "
+    "95 % CI: unadjusted, paired over seeds. "
+    "p: paired t-test, Holm-adjusted within the experiment. "
+    "MDE: the smallest Δ this design detects with 80 % power at the Holm level of its "
+    "experiment (exact, noncentral t). "
+    f"Verdict: follows the Holm-adjusted p (better / worse where it is below {ALPHA:g}); "
+    "n.s. after Holm: the unadjusted CI excludes 0 but the adjusted test does not reject. "
+    "A variant in several experiments has a row in each.")
 
 
 def _short(verdict: str) -> str:
     """The table's one-word form of a verdict (the slides' summary has the long one)."""
-    for start, word in (("better", "better"), ("worse", "worse"), ("no difference", "n.s."),
-                        ("same Δ", "untestable"), ("not tested", "untested")):
+    for start, word in (("better", "better"), ("worse", "worse"),
+                        ("no difference detected after Holm", "n.s. after Holm"),
+                        ("no difference", "n.s."), ("same Δ", "untestable"),
+                        ("not tested", "untested")):
         if verdict.startswith(start):
             return word
     return ""
@@ -278,53 +458,146 @@ def _delta_text(row) -> str:
     return f"{row['delta']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
 
 
+def group_by_experiment(final: pd.DataFrame,
+                        experiments: Optional[Dict[str, Sequence[str]]]) -> pd.DataFrame:
+    """``final_table``'s rows grouped by experiment, in the study's order of experiments
+    (within one: highest final mIoU first)."""
+    order = list(experiments or {}) + [WHOLE_STUDY, UNGROUPED]
+    rank = final["experiment"].map(lambda e: order.index(e) if e in order else len(order))
+    return final.assign(_rank=rank).sort_values("_rank", kind="mergesort").drop(
+        columns="_rank").reset_index(drop=True)
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
+             experiments: Optional[Dict[str, Sequence[str]]] = None) -> Dict[str, Any]:
+    """The study's numbers in machine-readable form (``findings.json``, for the README):
+    the seeds, every comparison of ``final_table`` (NaN -> null), the reference's
+    Holm-level MDE (``reference_mde``) and its control's final mIoU and per-class IoU
+    (mean over seeds)."""
+    final = group_by_experiment(final_table(df, controls, experiments), experiments)
+    found = reference_mde(final)
+    control = found["control"] if found else CONTROL
+    runs = df[df["variant"] != paths.PRETRAIN]
+    per_class = per_class_table(df)
+    classes = [c for c in runs["class"].unique() if c != "mIoU"]
+    control_row = per_class.loc[control] if control in per_class.index else None
+    columns = list(COMPARISON_COLUMNS) + ["pairs", "family", "constant"]
+    return _jsonable(dict(
+        study=str(runs["study"].iloc[0]) if len(runs) and "study" in runs else None,
+        seeds=sorted(int(s) for s in runs["seed"].unique()),
+        alpha=ALPHA, power=POWER,
+        notes=dict(ci="95 % CI: unadjusted, paired over seeds",
+                   p="p: paired t-test, Holm-adjusted within the experiment",
+                   mde="MDE: the smallest Δ this design detects with 80 % power at the "
+                       "Holm level of its experiment (exact, noncentral t)",
+                   verdict="follows p_holm (better / worse where p_holm < alpha)"),
+        comparisons=[{k: row[k] for k in columns} for _, row in final.iterrows()],
+        reference=found,
+        control=dict(
+            variant=control,
+            seeds=int(runs[runs["variant"] == control]["seed"].nunique()),
+            final_miou=(control_row.get("mIoU", float("nan"))
+                        if control_row is not None else None),
+            per_class_iou=({c: control_row.get(c, float("nan")) for c in classes}
+                           if control_row is not None else None))))
+
+
 def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
-                 controls: Optional[Dict[str, str]] = None) -> List[str]:
-    """The final-mIoU table (Markdown, LaTeX, and its numbers as CSV) and the per-class IoU
-    table (Markdown, LaTeX) into ``out_dir``: the files named in ``TABLES``."""
-    final = final_table(df, controls)
+                 controls: Optional[Dict[str, str]] = None,
+                 experiments: Optional[Dict[str, Sequence[str]]] = None,
+                 study: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The final-mIoU table (Markdown, LaTeX, and its numbers as CSV: one row per
+    (experiment, variant) comparison, grouped by experiment, Holm within each), the
+    per-class IoU table (Markdown, LaTeX) and ``findings.json`` into ``out_dir``: the files
+    named in ``TABLES``. ``study``: the study dict, whose experiments are used when
+    ``experiments`` is not given. Prints the reference's Holm-level MDE (one line: the
+    workflow's log of its ``tables`` rule)."""
+    if experiments is None and study is not None:
+        from .study import experiments as study_experiments
+
+        experiments = study_experiments(study)
+    final = group_by_experiment(final_table(df, controls, experiments), experiments)
+    means = {r["variant"]: (r["mean"], r["std"])
+             for r in variant_table(df, controls, experiments).to_dict("records")}
+
+    def control_text(name):
+        mean, std = means.get(name, (float("nan"), float("nan")))
+        return f"{name} ({_fmt(mean)} ± {_fmt(std)})"
+
     shown = pd.DataFrame({
+        "experiment": final["experiment"],
         "variant": final["variant"],
         "description": [labels.get(v, v) for v in final["variant"]],
         "seeds": final["n"],
         "final mIoU (%)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
-        "control": [c if c != v else "" for v, c in zip(final["variant"], final["control"])],
-        "Δ vs control (95% CI)": [_delta_text(row) for _, row in final.iterrows()],
-        "p (Holm)": [f"{p:.3f}" if pd.notna(p) else "" for p in final["p_holm"]],
+        "control (its mIoU)": [control_text(c) for c in final["control"]],
+        "Δ vs control (95 % CI)": [_delta_text(row) for _, row in final.iterrows()],
+        "p (Holm)": [("< 0.001" if p < 0.001 else f"{p:.3f}") if pd.notna(p) else ""
+                     for p in final["p_holm"]],
         "MDE (80 %, Holm)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde_holm"]],
         "verdict": [_short(v) for v in final["verdict"]],
     })
     per_class = per_class_table(df).round(2).reset_index()
-    texts = {}
-    for name, table in (("final_miou", shown), ("per_class_iou", per_class)):
-        texts[f"{name}.md"] = _markdown(table)
-        texts[f"{name}.tex"] = _latex(table)
-    texts["final_miou.csv"] = final.to_csv(index=False)
+    texts = {
+        "final_miou.md": _markdown(shown, notes=TABLE_NOTES),
+        "final_miou.tex": _latex(shown, notes=TABLE_NOTES, group="experiment"),
+        "final_miou.csv": final.to_csv(index=False),
+        "per_class_iou.md": _markdown(per_class),
+        "per_class_iou.tex": _latex(per_class),
+    }
+    found = findings(df, controls, experiments)
+    texts["findings.json"] = json.dumps(found, indent=1, ensure_ascii=False) + "\n"
     assert sorted(texts) == sorted(TABLES), "TABLES names what write_tables writes"
     written = []
     for name in TABLES:
         path = os.path.join(out_dir, name)
         write_text_atomic(path, texts[name])
         written.append(path)
+    print(reference_line(reference_mde(final)))
     return written
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def _markdown(table: pd.DataFrame, notes: Optional[str] = None) -> str:
     cols = [str(c) for c in table.columns]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, row in table.iterrows():
         lines.append("| " + " | ".join(_fmt(v) for v in row.values) + " |")
+    if notes:
+        lines += ["", notes]
     return "\n".join(lines) + "\n"
 
 
-def _latex(table: pd.DataFrame) -> str:
+def _latex(table: pd.DataFrame, notes: Optional[str] = None,
+           group: Optional[str] = None) -> str:
+    """A tabular; ``group``: a column whose change of value starts a new block (a rule);
+    ``notes``: a paragraph below it."""
     esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")  # noqa: E731
     cols = [esc(c) for c in table.columns]
     lines = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\hline", " & ".join(cols) + r" \\",
              r"\hline"]
-    for _, row in table.iterrows():
+    previous = None
+    for i, (_, row) in enumerate(table.iterrows()):
+        if group is not None and i and row[group] != previous:
+            lines.append(r"\hline")
+        previous = row[group] if group is not None else None
         lines.append(" & ".join(esc(_fmt(v)) for v in row.values) + r" \\")
     lines += [r"\hline", r"\end{tabular}"]
+    if notes:
+        lines += [r"\par\smallskip{\footnotesize " + esc(notes) + r"\par}"]
     return "\n".join(lines) + "\n"
 
 
@@ -338,28 +611,31 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def _study_controls(metrics_csv: str) -> Dict[str, str]:
-    """The controls of the study whose ``metrics.csv`` this is (its ``study.yaml`` beside)."""
-    from .study import controls
+def _study_settings(metrics_csv: str) -> tuple:
+    """The controls and experiments of the study whose ``metrics.csv`` this is (its
+    ``study.yaml`` beside); ({}, None) without one."""
+    from .study import controls, experiments
 
     path = os.path.join(os.path.dirname(os.path.abspath(metrics_csv)), "study.yaml")
     if not os.path.isfile(path):
-        return {}
+        return {}, None
     import yaml
 
     with open(path) as fh:
-        return controls(yaml.safe_load(fh))
+        study = yaml.safe_load(fh)
+    return controls(study), experiments(study)
 
 
 def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.DataFrame:
     """One row per study that has results (``results/<study>/metrics.csv``): final mIoU of
-    the control, the best variant (only one that beats its control under the Holm-adjusted
-    test; "none" otherwise), its paired Δ and 95 % CI, and how many variants are better /
-    worse than their control. Written as Markdown when ``out_md`` is given."""
+    the control, the best variant (only one that beats its control under the test
+    Holm-adjusted within each experiment it is in; "none" otherwise), its paired Δ and
+    95 % CI, and how many variants are better / worse than their control (one row per
+    variant: ``variant_table``)."""
     rows = []
     for path in sorted(metrics_files):
         study = os.path.basename(os.path.dirname(os.path.abspath(path)))
-        table = final_table(pd.read_csv(path), _study_controls(path))
+        table = variant_table(pd.read_csv(path), *_study_settings(path))
         control = table[table["variant"] == CONTROL]
         name = best_variant(table)
         best = table[table["variant"] == name].iloc[0] if name else None
@@ -377,7 +653,8 @@ def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.D
     df = pd.DataFrame(rows)
     if out_md:
         lines = ["| study | variants | seeds | control mIoU | best variant | its mIoU | "
-                 "Δ vs control | 95 % CI | better / worse than control (Holm) |",
+                 "Δ vs control | 95 % CI | better / worse than control (Holm within "
+                 "experiments) |",
                  "|---|---:|---:|---:|---|---:|---:|---|---|"]
         for r in rows:
             lines.append(f"| {r['study']} | {r['variants']} | {r['seeds']} | "

@@ -14,8 +14,10 @@ from . import paths
 from .study import StudyError, released_checkpoints, variant_fields
 from .vocabulary import OPTIMIZERS
 
+# ``class_weight_smoothing``: None = the pretraining's decode-head CE is unweighted;
+# a number s = weighted by the dataset's ``class_weights_s<s>.json`` (like a variant's)
 PRETRAIN_DEFAULTS = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0, precision="fp32",
-                         channels_last=False)
+                         channels_last=False, class_weight_smoothing=None)
 ADAMW_WEIGHT_DECAY = 0.01
 
 
@@ -31,15 +33,19 @@ def pretrain_spec(study: Dict[str, Any], data_dir: str = paths.DATA) -> Dict[str
         steps = list(released)
         base.update(iters=max(steps), eval_interval=min(steps), checkpoint_interval=min(steps))
     base.pop("released", None)
-    return dict(stage=paths.PRETRAIN, study=study["study"], variant=paths.PRETRAIN,
+    smoothing = base["class_weight_smoothing"]
+    spec = dict(stage=paths.PRETRAIN, study=study["study"], variant=paths.PRETRAIN,
                 seed=base["seed"], model_config=study["model"]["config"],
                 data_root=data_root(study, data_dir), iters=base["iters"],
                 eval_interval=base["eval_interval"],
                 checkpoint_interval=base["checkpoint_interval"], batch_size=base["batch_size"],
                 lr=base["lr"], min_lr=base["min_lr"], loss="ce", aux_head=True,
-                class_weight_smoothing=None, load_from=None, precision=base["precision"],
+                class_weight_smoothing=smoothing, load_from=None, precision=base["precision"],
                 channels_last=bool(base["channels_last"]),
                 released={str(k): v for k, v in released.items()} or None)
+    if smoothing is not None:  # absent: the spec (and its JSON) is what it always was
+        spec["class_weight"] = paths.class_weights(spec["data_root"], smoothing)
+    return spec
 
 
 def tune_spec(study: Dict[str, Any], variant: str, seed: int, work_dir: str = paths.WORK,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import pandas as pd
 
 from . import paths
 from .data import describe
-from .results import ALPHA, PLATEAU_POINTS, best_variant, final_table, pretrain_plateau
+from .results import ALPHA, PLATEAU_POINTS, best_variant, pretrain_plateau, variant_table
 from .runconfig import pretrain_spec
 from .study import (controls, experiments, labels as variant_labels, released_checkpoints,
                     tuning_fields)
@@ -54,21 +54,32 @@ def _values(study: dict) -> Dict[str, str]:
     }
 
 
-def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, str]) -> str:
-    """The comparisons in words: what the Holm-adjusted tests allow to say, strongest
-    evidence first; the headline names a variant only if it beats its control."""
-    table = final_table(metrics, controls)
+def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, str],
+             experiments: Optional[Dict[str, List[str]]] = None) -> str:
+    """The comparisons in words: what the tests, Holm-adjusted within each experiment,
+    allow to say, strongest evidence first, one line per variant (a variant in several
+    experiments: its largest adjusted p); the headline names a variant only if it beats
+    its control in every experiment it is in."""
+    table = variant_table(metrics, controls, experiments)
     best = best_variant(table)
     head = [f"**Best variant: {labels.get(best, best)}**" if best else
-            f"**No variant beats its control** (paired t-tests, Holm-adjusted over "
-            f"{int((table['control'] != table['variant']).sum())} comparisons, level {ALPHA})"]
+            f"**No variant beats its control** (paired t-tests, Holm-adjusted within each "
+            f"experiment, level {ALPHA})"]
     rows = table[table["control"] != table["variant"]].sort_values("p_holm", na_position="last")
     lines = []
     for _, row in rows.iterrows():
-        ci = (f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}], p_Holm {row['p_holm']:.3f}"
-              if pd.notna(row["ci_low"]) else "")
+        several = (f" (the largest over its {len(row['experiments'].split(', '))} experiments)"
+                   if ", " in str(row["experiments"]) else "")
+        p = "< 0.001" if row["p_holm"] < 0.001 else f"{row['p_holm']:.3f}"
+        ci = (f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}] (95 % CI, unadjusted), "
+              f"p_Holm {p}{several}" if pd.notna(row["ci_low"]) else "")
+        verdict = row["verdict"]
+        if verdict.startswith("no difference detected"):  # its p_Holm is said already
+            verdict = ("no difference detected after Holm adjustment (the unadjusted CI "
+                       "excludes 0)" if "after Holm" in verdict else "no difference detected")
+            verdict += f", MDE {row['mde_holm']:.2f}"
         lines.append(f"- {labels.get(row['variant'], row['variant'])}: Δ {row['delta']:+.2f}"
-                     f"{ci} → {row['verdict']}")
+                     f"{ci} → {verdict}")
     shown = lines[:7]
     more = len(lines) - len(shown)
     return "\n".join(head + shown + ([f"- … and {more} more (table above)"] if more > 0 else []))
@@ -76,11 +87,14 @@ def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, 
 
 def split_table(markdown: str, rows: int, heading: str = "") -> str:
     """A Markdown table of more than ``rows`` rows as several slides (the header repeated,
-    the slide's heading marked "continued"), so that no slide runs past its bottom."""
+    the slide's heading marked "continued"), so that no slide runs past its bottom. Text
+    below the table (what its numbers are) is repeated under each part."""
     lines = markdown.strip().splitlines()
-    head, body = lines[:2], lines[2:]
+    end = next((i for i, line in enumerate(lines) if not line.startswith("|")), len(lines))
+    table, notes = lines[:end], "\n".join(lines[end:]).strip()
+    head, body = table[:2], table[2:]
     chunks = [body[i:i + rows] for i in range(0, len(body), rows)] or [[]]
-    parts = ["\n".join(head + chunk) for chunk in chunks]
+    parts = ["\n".join(head + chunk) + (f"\n\n{notes}" if notes else "") for chunk in chunks]
     more = f"\n\n---\n\n{heading} (continued)\n\n" if heading else "\n\n---\n\n"
     return more.join(parts) + "\n"
 
@@ -140,7 +154,8 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                           f"<small>{shown}</small>\n")
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     metrics = pd.read_csv(metrics_csv)
-    text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study)))
+    text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study),
+                                                     experiments(study)))
     text = text.replace("{{plateau}}", _plateau(metrics))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)

@@ -53,6 +53,10 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
     except ValueError as err:
         raise StudyError(str(err)) from None
     base, released = study["pretrain"], released_checkpoints(study)
+    if released and base.get("class_weight_smoothing") is not None:
+        raise StudyError(f"{source}: pretrain.class_weight_smoothing weights the CE of a "
+                         "pretraining trained here; with pretrain.released nothing is "
+                         "trained (remove one of them)")
     if not released:
         for key in ("iters", "checkpoint_interval", "eval_interval"):
             if key not in base:

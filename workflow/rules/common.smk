@@ -129,6 +129,14 @@ def class_weight_inputs(wildcards):
     return [paths.class_weights(paths.data_root(DATASET), smoothing)]
 
 
+def pretrain_class_weight_inputs(wildcards):
+    """The weights file of a class-weighted pretraining (`pretrain.class_weight_smoothing`)."""
+    smoothing = config.get("pretrain", {}).get("class_weight_smoothing")
+    if smoothing is None:
+        return []
+    return [paths.class_weights(paths.data_root(DATASET), smoothing)]
+
+
 # `pretrain: {parts: true}`: a pretraining trained here runs in parts, one job each, that
 # stop at the tuning start points (`rewardseg stage --stop-at`): a tuning run starts as
 # soon as its start checkpoint exists, beside the rest of the pretraining (same numbers).

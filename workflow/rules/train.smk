@@ -58,6 +58,7 @@ if PRETRAIN_PARTS:  # a pretraining trained here stops at each tuning start poin
             model=config["model"]["config"],
             pretrained=pretrained_input,
             previous=previous_pretrain_part,
+            weights=pretrain_class_weight_inputs,
         output:
             paths.pretrain_part("{study}", "{step}"),
         params:
@@ -85,6 +86,7 @@ rule pretrain:
         pretrained=pretrained_input,
         released=released_inputs,
         previous=last_pretrain_part,
+        weights=pretrain_class_weight_inputs,
     output:
         paths.run_record(paths.pretrain_dir("{study}")),
     params:

@@ -34,7 +34,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -105,7 +105,19 @@ OPTIONS: Dict[str, Dict[str, Any]] = {
               "description": "image width in pixels"},
     "seed": {"type": "integer", "minimum": 0, "default": 0,
              "description": "dataset seed (each image is rendered from (seed, split, index))"},
+    # the rare classes: how many persons and poles a scene has, and how large they are
+    # (multipliers of the generator's own ranges; 1 = the original scenes)
+    "persons": {"type": "number", "minimum": 0, "default": 1.0,
+                "description": "multiplier of the number of persons per scene"},
+    "person_size": {"type": "number", "minimum": 0.25, "default": 1.0,
+                    "description": "multiplier of a person's height (and width)"},
+    "poles": {"type": "number", "minimum": 0, "default": 1.0,
+              "description": "multiplier of the number of poles per scene"},
+    "pole_width": {"type": "number", "minimum": 0.25, "default": 1.0,
+                   "description": "multiplier of a pole's shaft width"},
 }
+#: the dataset-block keys that shape a scene (the rest say how many images, how large)
+SCENE_KEYS: Tuple[str, ...] = ("persons", "person_size", "poles", "pole_width")
 #: valid values of the dataset block's ``classes`` (default first): one fixed class set
 CLASSES_OPTIONS: Tuple[None, ...] = (None,)
 #: environment variables this source needs: none
@@ -430,10 +442,11 @@ def _car(c: _Canvas, L: _Layout, t: float, parked: bool, side: int) -> Tuple[flo
     return yb, draw
 
 
-def _person(c: _Canvas, L: _Layout, t: float, x: float) -> Tuple[float, Callable]:
+def _person(c: _Canvas, L: _Layout, t: float, x: float,
+            size: float = 1.0) -> Tuple[float, Callable]:
     rng, h = c.rng, c.h
     yb = L.y_of(t)
-    ph = 4 + t * h * rng.uniform(0.20, 0.32)
+    ph = (4 + t * h * rng.uniform(0.20, 0.32)) * size
     pw = ph * rng.uniform(0.22, 0.32)
     torso = _jitter(rng, rng.uniform(20, 235, 3), 5)
     legs = _jitter(rng, _pick(rng, _LEGS), 10)
@@ -462,11 +475,12 @@ def _person(c: _Canvas, L: _Layout, t: float, x: float) -> Tuple[float, Callable
     return yb, draw
 
 
-def _pole(c: _Canvas, L: _Layout, t: float, x: float, side: int) -> Tuple[float, Callable]:
+def _pole(c: _Canvas, L: _Layout, t: float, x: float, side: int,
+          width: float = 1.0) -> Tuple[float, Callable]:
     rng, h, w = c.rng, c.h, c.w
     yb = L.y_of(t)
-    cap = max(3, int(round(3 * w / 256)))
-    pw = int(np.clip(round(rng.uniform(0.8, 1.2) * (1 + 2 * t) * w / 256), 1, cap))
+    cap = max(3, int(round(3 * w / 256 * width)))
+    pw = int(np.clip(round(rng.uniform(0.8, 1.2) * (1 + 2 * t) * w / 256 * width), 1, cap))
     top = yb - (0.08 * h + t * h * rng.uniform(0.5, 0.9))
     x0 = int(np.floor(x))
     metal = _jitter(rng, _pick(rng, [[120, 122, 125], [75, 78, 80], [160, 160, 150], [60, 80, 60]]), 10)
@@ -593,8 +607,32 @@ def _post_process(c: _Canvas) -> np.ndarray:
     return np.clip(img + 0.5, 0, 255).astype(np.uint8)
 
 
-def render_scene(rng_seed: int, height: int, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Render one synthetic street scene.
+def _count(rng: np.random.Generator, n: int, factor: float) -> int:
+    """``n`` objects scaled by ``factor`` (a fractional part rounds up at random); a factor
+    of 1 draws nothing, so the original scenes stay bit for bit what they were."""
+    if factor == 1:
+        return n
+    x = n * factor
+    return int(np.floor(x)) + int(rng.random() < x - np.floor(x))
+
+
+def _scene_options(scene: Optional[Dict[str, Any]]) -> Dict[str, float]:
+    out = {k: float(OPTIONS[k]["default"]) for k in SCENE_KEYS}
+    for key, value in (scene or {}).items():
+        if key not in out:
+            raise ValueError(f"scene option {key!r} is not one of: {', '.join(SCENE_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
+                or not value >= OPTIONS[key]["minimum"]:
+            raise ValueError(f"scene option {key} must be a number >= "
+                             f"{OPTIONS[key]['minimum']}, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def render_scene(rng_seed: int, height: int, width: int,
+                 scene: Optional[Dict[str, Any]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Render one synthetic street scene (``scene``: the :data:`SCENE_KEYS` multipliers,
+    missing ones 1).
 
     Returns ``(img, label)``: ``img`` is ``uint8`` ``(height, width, 3)`` RGB and
     ``label`` is ``uint8`` ``(height, width)`` with values in ``0..7`` plus
@@ -604,6 +642,7 @@ def render_scene(rng_seed: int, height: int, width: int) -> Tuple[np.ndarray, np
     seed = _check_int("rng_seed", rng_seed, 0)
     h = _check_int("height", height, MIN_SIZE)
     w = _check_int("width", width, MIN_SIZE)
+    sc = _scene_options(scene)
     rng = np.random.default_rng(seed)
     c = _Canvas(rng, h, w)
     L = _Layout(rng, h, w)
@@ -618,19 +657,20 @@ def render_scene(rng_seed: int, height: int, width: int) -> Tuple[np.ndarray, np
         side = -1 if rng.random() < 0.5 else 1
         t = rng.uniform(0.05, 0.9)
         objs.append(_bush(c, L, t, L.sidewalk_x(t, side, rng.uniform(0.85, 1.1))))
-    for _ in range(int(rng.integers(1, 5))):  # poles (street lights, signs)
+    for _ in range(_count(rng, int(rng.integers(1, 5)), sc["poles"])):  # street lights, signs
         side = -1 if rng.random() < 0.5 else 1
         t = rng.uniform(0.08, 1.0) ** 1.2
         u = rng.uniform(0.1, 0.35) if rng.random() < 0.7 else rng.uniform(0.7, 0.95)
-        objs.append(_pole(c, L, t, L.sidewalk_x(t, side, u), side))
+        objs.append(_pole(c, L, t, L.sidewalk_x(t, side, u), side, sc["pole_width"]))
     n_persons = int(rng.integers(1, 7)) if rng.random() < 0.9 else 0
+    n_persons = _count(rng, n_persons, sc["persons"])
     for _ in range(n_persons):
         t = rng.uniform(0.05, 1.0) ** 1.3
         if rng.random() < 0.1:  # crossing the road
             x = L.vx + rng.uniform(-0.8, 0.8) * L.road * t
         else:
             x = L.sidewalk_x(t, -1 if rng.random() < 0.5 else 1, rng.uniform(0.15, 0.9))
-        objs.append(_person(c, L, t, x))
+        objs.append(_person(c, L, t, x, sc["person_size"]))
     for _ in range(int(rng.integers(1, 6))):
         t = rng.uniform(0.06, 1.0) ** 1.2
         parked = rng.random() < 0.4
@@ -681,6 +721,7 @@ def generate_dataset(
     seed: int = OPTIONS["seed"]["default"],
     progress: bool = True,
     overwrite: bool = False,
+    scene: Optional[Dict[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Render and write a Cityscapes-layout synthetic dataset to ``out_dir``.
 
@@ -689,7 +730,8 @@ def generate_dataset(
     interrupted run never leaves a complete-looking ``out_dir``.  Raises
     :class:`FileExistsError` if ``out_dir`` exists, unless ``overwrite=True``.
     Returns the metadata dict that is also stored as ``out_dir/meta.json`` (plus
-    ``root`` and ``seconds``). The defaults are those of :data:`OPTIONS`.
+    ``root`` and ``seconds``). The defaults are those of :data:`OPTIONS`; ``scene``
+    holds the :data:`SCENE_KEYS` (persons and poles: how many, how large).
     """
     if not isinstance(out_dir, (str, os.PathLike)) or str(out_dir) == "":
         raise ValueError(f"out_dir must be a non-empty path, got {out_dir!r}")
@@ -698,6 +740,7 @@ def generate_dataset(
     height = _check_int("height", height, MIN_SIZE)
     width = _check_int("width", width, MIN_SIZE)
     seed = _check_int("seed", seed, 0)
+    scene = _scene_options(scene)
     progress = _check_bool("progress", progress)
     overwrite = _check_bool("overwrite", overwrite)
 
@@ -726,7 +769,7 @@ def generate_dataset(
                 img_dir.mkdir(parents=True)
                 ann_dir.mkdir(parents=True)
                 for i in range(counts[split]):
-                    img, label = render_scene(image_seed(seed, split, i), height, width)
+                    img, label = render_scene(image_seed(seed, split, i), height, width, scene)
                     stem = f"{CITY}_{i:05d}_000000"
                     Image.fromarray(img).save(img_dir / f"{stem}{IMG_SUFFIX}", compress_level=1)
                     Image.fromarray(label).save(ann_dir / f"{stem}{SEG_MAP_SUFFIX}", compress_level=1)
@@ -740,7 +783,7 @@ def generate_dataset(
             str(tmp), "synthetic", CLASSES, PALETTE, counts, img_dir="leftImg8bit",
             label_dir="gtFine", img_suffix=IMG_SUFFIX, label_suffix=SEG_MAP_SUFFIX,
             license=LICENSE, num_train=num_train, num_val=num_val, height=height,
-            width=width, seed=seed,
+            width=width, seed=seed, **scene,
             # fraction of all train pixels per class (+ ignore): sums to 1
             train_class_pixel_frequency={n: float(hist[k] / total) for k, n in enumerate(CLASSES)},
             train_ignore_pixel_frequency=float(hist[IGNORE_INDEX] / total),
@@ -777,7 +820,7 @@ def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
     o = resolve(OPTIONS, dataset)
     meta = generate_dataset(root, o["num_train"], o["num_val"], height=o["height"],
                             width=o["width"], seed=o["seed"], progress=progress,
-                            overwrite=True)
+                            overwrite=True, scene={k: o[k] for k in SCENE_KEYS})
     return {k: v for k, v in meta.items() if k not in ("root", "seconds")}
 
 

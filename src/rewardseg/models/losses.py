@@ -4,6 +4,9 @@
 All take the *raw* decode-head logits ``(B, C, h, w)`` and the label map ``(B, H, W)``
 (see :class:`rewardseg.models.heads.RewardHeadMixin`), so that the sampling estimators can
 sample either at the head's resolution or at the label's.
+
+:class:`MaskedCrossEntropyLoss` is mmseg's ``CrossEntropyLoss`` made safe for class
+weights with ignored pixels (``loss: ce`` with ``class_weight``).
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from mmseg.models.losses import CrossEntropyLoss
+from mmseg.models.losses.utils import weight_reduce_loss
 from mmseg.registry import MODELS
 from torch import Tensor
 
@@ -94,6 +99,55 @@ def load_class_weight(class_weight) -> Optional[list]:
     return values
 
 
+def masked_cross_entropy(pred: Tensor, label: Tensor, weight: Optional[Tensor] = None,
+                         class_weight: Optional[Tensor] = None, reduction: str = "mean",
+                         avg_factor=None, ignore_index: int = -100,
+                         avg_non_ignore: bool = False) -> Tensor:
+    """mmseg 1.2.2's ``cross_entropy`` (same signature, same value), except that with
+    ``class_weight`` the pixels labelled ``ignore_index`` are masked out *before* the
+    per-pixel weights are looked up.
+
+    mmseg averages a class-weighted CE over ``sum_pixels class_weight[label]``, and looks
+    that weight up with the raw label, ignore value included: a batch with a 255 pixel
+    fails with ``IndexError: index 255 is out of bounds`` (a device assert on CUDA). Here
+    an ignored pixel weighs 0 in that sum (it has no class), with or without
+    ``avg_non_ignore``: on labels without ignored pixels the value is mmseg's, and with
+    them it is PyTorch's ``F.cross_entropy(weight=..., ignore_index=...)`` (the weighted
+    mean over the valid pixels). Without ``class_weight`` it is mmseg's function."""
+    loss = F.cross_entropy(pred, label, weight=class_weight, reduction="none",
+                           ignore_index=ignore_index)
+    if avg_factor is None and reduction == "mean":
+        if class_weight is None:
+            if avg_non_ignore:
+                avg_factor = label.numel() - (label == ignore_index).sum().item()
+            else:
+                avg_factor = label.numel()
+        else:
+            ignored = label == ignore_index
+            label_weights = class_weight[label.masked_fill(ignored, 0)]
+            avg_factor = label_weights.masked_fill(ignored, 0).sum()
+    if weight is not None:
+        weight = weight.float()
+    return weight_reduce_loss(loss, weight=weight, reduction=reduction, avg_factor=avg_factor)
+
+
+@MODELS.register_module()
+class MaskedCrossEntropyLoss(CrossEntropyLoss):
+    """mmseg's ``CrossEntropyLoss`` (same arguments, same ``loss_ce`` name) whose softmax
+    CE masks ignored pixels before weighting them by class (:func:`masked_cross_entropy`):
+    what ``loss: ce`` with class weights uses, since mmseg 1.2.2's own fails on the first
+    batch that has an ignored pixel. ``class_weight`` also takes what
+    :func:`load_class_weight` reads (a ``rewardseg class-weights`` JSON)."""
+
+    def __init__(self, class_weight=None, **kwargs):
+        if isinstance(class_weight, (str, os.PathLike)) and \
+                not os.fspath(class_weight).endswith(".npy"):
+            class_weight = load_class_weight(class_weight)
+        super().__init__(class_weight=class_weight, **kwargs)
+        if not (self.use_sigmoid or self.use_mask):
+            self.cls_criterion = masked_cross_entropy
+
+
 def _choice_error(key: str, value, valid: Sequence[str]) -> ValueError:
     return ValueError(f"RewardLoss: unknown {key} {value!r}; valid: {', '.join(valid)}")
 
@@ -147,6 +201,20 @@ class RewardLoss(nn.Module):
         empty_reward: reward of an image with no valid pixel (0.5 in the original).
         loss_weight: multiplies the whole loss.
         loss_name: key in the loss dict; must contain ``'loss'``.
+
+    Statistics, returned next to the loss (``decode.reward_<name>`` in the training
+    log; per-process means of this process's images): ``reward`` (the estimator's mean
+    reward: ``1 - mIoU(argmax)`` for ``weighted_ce``), ``miou_train``, ``adv_mean``,
+    ``adv_std``, ``adv_sq`` (``E[A^2]``), and, computed without gradient from what the
+    loss has computed anyway (no extra forward pass; the loss, its gradient and the RNG
+    stream do not change): ``reward_argmax``, the mean per-image reward of the argmax
+    map (argmax of the logits bilinearly upsampled to the labels' size, the map
+    evaluation uses) with the reward of the sampled maps (class-weighted mIoU,
+    ``empty_reward`` for an image with no valid pixel; ``weighted_ce``: its own
+    ``mIoU(argmax)``, i.e. ``1 - reward``), and ``entropy``, the mean per-pixel entropy
+    (nats) of the policy's softmax over the valid pixels (as ``sample_at`` counts them)
+    at the resolution the samples are drawn at (``sample_at``; ``weighted_ce``, which
+    draws none, is measured the same way, so that the estimators are comparable).
     """
 
     def __init__(self,
@@ -265,6 +333,7 @@ class RewardLoss(nn.Module):
         return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
 
     def _weighted_ce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
+        raw = logits
         logits = self._upsample(logits, label.shape[-2:], align_corners)
         num_classes = logits.shape[1]
         with torch.no_grad():
@@ -277,7 +346,20 @@ class RewardLoss(nn.Module):
                 advantage = cost
         ce = self._per_image_ce(logits, label, ignore_index)
         loss = (advantage * ce).mean() * self.loss_weight
-        return RewardLossOutput(loss, self._stats(cost, advantage, miou=1.0 - cost))
+        stats = self._stats(cost, advantage, miou=1.0 - cost)
+        with torch.no_grad():
+            # its reward is 1 - mIoU(argmax) itself: the argmax map's mIoU is 1 - cost
+            stats["reward_argmax"] = (1.0 - cost).float().mean()
+            # the policy's entropy where the sampling estimators measure it (sample_at),
+            # so that the three are comparable
+            if self.sample_at == "label" or tuple(raw.shape[-2:]) == tuple(label.shape[-2:]):
+                valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+                at_sample = logits
+            else:
+                at_sample, _, valid = self._sampling_setup(raw.detach(), label, ignore_index,
+                                                           align_corners)
+            stats["entropy"] = self._entropy(F.log_softmax(at_sample.detach(), dim=1), valid)
+        return RewardLossOutput(loss, stats)
 
     def _sample(self, log_probs: Tensor, num: int) -> Tensor:
         """``num`` label maps per image from the per-pixel softmax: ``(B, num, h, w)``.
@@ -342,8 +424,10 @@ class RewardLoss(nn.Module):
         loss = -gain.mean()
         if self.ce_weight:
             loss = loss + self._ce_term(logits, label, ignore_index, align_corners)
-        return RewardLossOutput(loss * self.loss_weight,
-                                self._stats(reward, gain.detach(), miou=reward))
+        stats = self._stats(reward, gain.detach(), miou=reward)
+        stats.update(self._policy_stats(logits, logits_s, index, log_probs, valid, label,
+                                        ignore_index, align_corners))
+        return RewardLossOutput(loss * self.loss_weight, stats)
 
     def _reinforce(self, logits, label, ignore_index, align_corners) -> RewardLossOutput:
         bsz, num_classes = logits.shape[:2]
@@ -377,8 +461,10 @@ class RewardLoss(nn.Module):
         loss = -(advantage * logp).mean()
         if self.ce_weight:
             loss = loss + self._ce_term(logits, label, ignore_index, align_corners)
-        return RewardLossOutput(loss * self.loss_weight,
-                                self._stats(reward, advantage, miou=reward))
+        stats = self._stats(reward, advantage, miou=reward)
+        stats.update(self._policy_stats(logits, logits_s, index, log_probs, valid, label,
+                                        ignore_index, align_corners))
+        return RewardLossOutput(loss * self.loss_weight, stats)
 
     def _baseline(self, reward: Tensor, reward_b: Tensor) -> Tensor:
         """The baseline of each sample's reward, ``(B, k)``; ``reward_b`` holds the
@@ -410,6 +496,36 @@ class RewardLoss(nn.Module):
         return baseline
 
     @staticmethod
+    def _entropy(log_probs: Tensor, valid: Tensor) -> Tensor:
+        """Mean per-pixel entropy (nats) of ``softmax`` over the ``valid`` pixels; 0 when
+        there is none. ``log_probs``: ``(B, C, h, w)``, ``valid``: ``(B, h, w)``."""
+        log_probs = log_probs.detach().float()
+        probs = log_probs.exp()
+        plogp = probs * log_probs
+        plogp.masked_fill_(probs == 0, 0.0)  # p log p -> 0 (a -inf log-probability)
+        entropy = -plogp.sum(dim=1)  # (B, h, w)
+        mask = valid.to(entropy.dtype)
+        return (entropy * mask).sum() / mask.sum().clamp(min=1)
+
+    def _policy_stats(self, logits: Tensor, logits_s: Tensor, index: Optional[Tensor],
+                      log_probs: Tensor, valid: Tensor, label: Tensor, ignore_index: int,
+                      align_corners: bool) -> Dict[str, Tensor]:
+        """``reward_argmax`` and ``entropy`` of a sampling estimator (see the class
+        docstring), without gradient and without drawing from any RNG."""
+        with torch.no_grad():
+            # the map evaluation uses: argmax of the logits at the labels' size (bilinear)
+            at_label = logits_s if index is None else self._upsample(
+                logits.detach(), tuple(label.shape[-2:]), align_corners)
+            # max(dim).indices is argmax (the first maximal class on ties), ~3x faster on
+            # a CPU for a (B, C, H, W) map
+            argmax = at_label.detach().max(dim=1).indices
+            argmax_reward = per_image_miou(argmax, label, logits.shape[1], ignore_index,
+                                           class_weight=self.class_weight,
+                                           empty_value=self.empty_reward)
+            return {"reward_argmax": argmax_reward.float().mean(),
+                    "entropy": self._entropy(log_probs, valid)}
+
+    @staticmethod
     def _stats(reward: Tensor, advantage: Tensor, miou: Tensor) -> Dict[str, Tensor]:
         adv = advantage.float().flatten()
         std = adv.std() if adv.numel() > 1 else torch.zeros((), device=adv.device)
@@ -432,7 +548,10 @@ def decode_loss_config(spec: Dict) -> tuple:
     if loss == "ce":
         cfg = dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)
         if spec.get("class_weight"):
-            cfg["class_weight"] = load_class_weight(spec["class_weight"])
+            # mmseg's own CE looks the weights up with the raw label, 255 included: it
+            # fails on the first ignored pixel (MaskedCrossEntropyLoss masks them first)
+            cfg.update(type="MaskedCrossEntropyLoss",
+                       class_weight=load_class_weight(spec["class_weight"]))
         return "ASPPHead", [cfg]
     if loss == "lovasz":
         return "ASPPHead", [dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
