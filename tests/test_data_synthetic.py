@@ -440,6 +440,12 @@ def test_bad_scene_options_name_the_key(scene, words):
         render_scene(0, 32, 64, scene)
 
 
+def test_describe_names_the_scene_multipliers_that_differ():
+    assert synthetic.describe({"persons": 1.5, "pole_width": 2.0, "poles": 1.0}) == (
+        "synthetic street scenes (200 train / 32 val images, 96×192; persons ×1.5, "
+        "pole width ×2)")
+
+
 def test_prepare_passes_the_scene_and_records_it(tmp_path):
     block = dict(num_train=2, num_val=1, height=32, width=48, seed=5, persons=2.0,
                  pole_width=1.5)

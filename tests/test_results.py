@@ -273,6 +273,59 @@ def test_tables_group_by_experiment_state_their_statistics_and_write_findings(tm
         in printed
 
 
+def test_findings_md_states_the_numbers_of_findings_json(tmp_path):
+    """findings.md (what the README includes) is made from findings.json: the reference's
+    Δ and Holm-level MDE, the control's rare classes, a row and verdict per comparison."""
+    import json
+
+    from rewardseg.results import render_findings, write_tables
+
+    df = _study_metrics()
+    per_class = []
+    for _, row in df[df["class"] == "mIoU"].iterrows():
+        for cls, shift in (("road", 30.0), ("person", -40.0), ("pole", -35.0)):
+            per_class.append(dict(row, **{"class": cls, "IoU": row["IoU"] + shift}))
+    df = pd.concat([df, pd.DataFrame(per_class)], ignore_index=True)
+    write_tables(df, str(tmp_path), {"clear_gain": "a clear gain"}, CONTROLS,
+                 experiments=EXPERIMENTS)
+    found = json.loads((tmp_path / "findings.json").read_text())
+    md = (tmp_path / "findings.md").read_text()
+    assert md == render_findings(found)
+    ref = found["reference"]
+    assert f"**{ref['mde_holm']:.2f} mIoU**" in md
+    assert f"Δ {ref['delta']:+.2f} [{ref['ci_low']:+.2f}, {ref['ci_high']:+.2f}]" in md
+    control = np.mean(CONTROL_FINALS)
+    assert f"person {control - 40:.2f}, pole {control - 35:.2f} IoU" in md
+    assert f"the other classes' mean {control + 30:.2f}" in md  # road only
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(found["comparisons"])
+    assert any("| gain | a clear gain | +2.00" in r and r.endswith("| better |") for r in rows)
+    # a number changed in the JSON changes the text
+    shown = f"**{ref['mde_holm']:.2f} mIoU**"
+    found["reference"]["mde_holm"] += 1.0
+    assert shown not in render_findings(found)
+
+
+def test_update_readme_rewrites_only_the_findings_block(tmp_path):
+    import json
+
+    from rewardseg.results import readme_block, render_findings, update_readme
+
+    found = {"study": "s", "seeds": [0, 1], "comparisons": [], "reference": None}
+    (tmp_path / "f.json").write_text(json.dumps(found))
+    readme = tmp_path / "README.md"
+    readme.write_text("# title\nbefore\n<!-- findings: generated from x -->\nold\n"
+                      "<!-- end of findings -->\nafter\n")
+    assert update_readme(str(readme), str(tmp_path / "f.json"))
+    text = readme.read_text()
+    assert text.startswith("# title\nbefore\n") and text.endswith("<!-- end of findings -->\nafter\n")
+    assert readme_block(text) == render_findings(found)
+    assert not update_readme(str(readme), str(tmp_path / "f.json"))  # nothing to change
+    (tmp_path / "bare.md").write_text("no block\n")
+    with pytest.raises(ValueError, match="bare.md: no findings block"):
+        update_readme(str(tmp_path / "bare.md"), str(tmp_path / "f.json"))
+
+
 def test_the_metric_reports_unrounded_iou():
     """mIoU is the mean of the per-class IoU from the summed confusion counts, not mmseg's
     value rounded to 0.01."""

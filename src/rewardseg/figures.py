@@ -298,7 +298,7 @@ def per_class_figure(study: dict, metrics):
                 "fine-tuning step, averaged over each evaluation interval, one panel per "
                 "estimator (weighted CE's advantage is on the cost 1 - mIoU, REINFORCE's on "
                 "the sampled reward, the local expectation's is its per-image expected gain "
-                "sum_j sum_c p_j(c) (R(y_-j, c) - R(y)): different scales; the variance of "
+                "sum_j sum_c p_j(c) (R(y with pixel j set to c) - R(y)): different scales; the variance of "
                 "the gradients themselves is measured by bench/bench_variance.py), mean and "
                 "95 % band over seeds.")
 def variance_figure(study: dict, stats):
@@ -422,8 +422,8 @@ def val_pairs(cfg) -> List[tuple]:
 
 @figure("qualitative", needs=("metrics", "runs"), dpi=110,
         caption="Study ``{study}``: a few validation images (first seed): input, ground "
-                "truth, the CE control's prediction and that of the variant with the best "
-                "final mean mIoU, in the class palette (black: ignored pixels).")
+                "truth, the CE control's prediction and that of the reward-tuned variant "
+                "with the best final mean mIoU, in the class palette (black: ignored pixels).")
 def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: int = 0,
                        num_images: int = 3, control: str = "control"):
     """A few val images: input, ground truth, the control's and the best variant's
@@ -436,13 +436,15 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
 
     import rewardseg.models  # noqa: F401
 
-    from .results import best_variant, final_table
+    from .results import best_variant, variant_table
+    from .vocabulary import ESTIMATORS
 
-    table = final_table(metrics, controls(study))
-    best = best_variant(table)
-    # no variant beats its control: show the highest final mIoU, and say so
-    others = table[table["variant"] != control]
-    top = best or (others.iloc[0]["variant"] if len(others) else None)
+    table = variant_table(metrics, controls(study), experiments(study))
+    # the reward-tuned variants only: the figure shows what optimising the reward does
+    tuned = table[[variant_fields(study, v)["loss"] in ESTIMATORS for v in table["variant"]]]
+    best = best_variant(tuned)
+    # no reward-tuned variant beats its control: show the highest final mIoU, and say so
+    top = best or (tuned.iloc[0]["variant"] if len(tuned) else None)
     shown = [control] + ([top] if top else [])
     labels = variant_labels(study)
     models = {}
@@ -467,8 +469,8 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
                              squeeze=False)
     titles = ["input", "ground truth", labels.get(control, control)]
     if top:
-        titles.append(f"best: {labels.get(top, top)}" if best else
-                      f"highest mIoU, not better than\nits control: {labels.get(top, top)}")
+        titles.append(f"best reward-tuned: {labels.get(top, top)}" if best else
+                      f"best reward-tuned (not better than\nits control): {labels.get(top, top)}")
     for row, (path, gt_path) in enumerate(pairs):
         img = np.asarray(Image.open(path).convert("RGB"))
         gt = np.asarray(Image.open(gt_path))

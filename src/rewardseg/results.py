@@ -423,7 +423,7 @@ def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
 # The files ``write_tables`` writes into a study's table folder (``paths.table``); the
 # workflow declares exactly these as the outputs of its ``tables`` rule.
 TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
-          "per_class_iou.md", "per_class_iou.tex", "findings.json")
+          "per_class_iou.md", "per_class_iou.tex", "findings.json", "findings.md")
 
 # what the final-mIoU table's numbers are (below the table, Markdown and LaTeX)
 TABLE_NOTES = (
@@ -483,7 +483,8 @@ def _jsonable(value):
 
 
 def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
-             experiments: Optional[Dict[str, Sequence[str]]] = None) -> Dict[str, Any]:
+             experiments: Optional[Dict[str, Sequence[str]]] = None,
+             labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
     """The study's numbers in machine-readable form (``findings.json``, for the README):
     the seeds, every comparison of ``final_table`` (NaN -> null), the reference's
     Holm-level MDE (``reference_mde``) and its control's final mIoU and per-class IoU
@@ -506,6 +507,8 @@ def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
                        "Holm level of its experiment (exact, noncentral t)",
                    verdict="follows p_holm (better / worse where p_holm < alpha)"),
         comparisons=[{k: row[k] for k in columns} for _, row in final.iterrows()],
+        labels=dict(labels or {}),
+        pretrain=pretrain_plateau(df),
         reference=found,
         control=dict(
             variant=control,
@@ -514,6 +517,93 @@ def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
                         if control_row is not None else None),
             per_class_iou=({c: control_row.get(c, float("nan")) for c in classes}
                            if control_row is not None else None))))
+
+
+RARE_CLASSES = ("person", "pole")  # the classes mIoU weighs like road and CE under-serves
+
+
+def render_findings(found: Dict[str, Any]) -> str:
+    """``findings.json`` as a short Markdown summary (``findings.md``; the README includes
+    the default study's recorded one between ``README_MARKERS``): the pretraining, the
+    control's rare classes, the reference's power, and every comparison's verdict."""
+    def num(value, fmt="+.2f"):
+        return "n/a" if value is None else format(value, fmt)
+
+    labels = found.get("labels") or {}
+    lines = [f"Study `{found.get('study')}`, {len(found['seeds'])} seeds "
+             f"({', '.join(str(s) for s in found['seeds'])})."]
+    pre = found.get("pretrain")
+    if pre:
+        lines.append(
+            f"- CE pretraining: {pre['final']:.2f} mIoU at iteration {pre['final_step']}; "
+            f"its last quarter added {pre['gain']:+.2f} points "
+            f"({'a plateau' if pre['converged'] else 'NOT converged'}: under "
+            f"{PLATEAU_POINTS:g} counts as one).")
+    control = found.get("control") or {}
+    per_class = control.get("per_class_iou") or {}
+    if per_class:
+        rare = [c for c in RARE_CLASSES if c in per_class]
+        frequent = [v for c, v in per_class.items() if c not in rare and v is not None]
+        rare_text = ", ".join(f"{c} {num(per_class[c], '.2f')}" for c in rare)
+        mean_text = (f"; the other classes' mean {sum(frequent) / len(frequent):.2f}"
+                     if frequent else "")
+        lines.append(f"- The control (`{control['variant']}`) ends at "
+                     f"{num(control.get('final_miou'), '.2f')} mIoU; its rare classes: "
+                     f"{rare_text or 'none'} IoU{mean_text}.")
+    ref = found.get("reference")
+    if ref:
+        lines.append(
+            f"- The reference (`{ref['variant']}`) vs `{ref['control']}`: Δ "
+            f"{ref['delta']:+.2f} [{ref['ci_low']:+.2f}, {ref['ci_high']:+.2f}] mIoU, "
+            f"p (Holm) {ref['p_holm']:.3f}; the smallest Δ this design detects with "
+            f"{ref['power']:.0%} power at its Holm level (α = {ref['alpha']:.4f}, family of "
+            f"{ref['family']} in experiment `{ref['experiment']}`) is "
+            f"**{ref['mde_holm']:.2f} mIoU**.")
+    lines += ["", "| experiment | variant | Δ mIoU vs control [95 % CI] | p (Holm) | MDE | "
+              "verdict |", "|---|---|---|---|---|---|"]
+    for row in found["comparisons"]:
+        ci = (f"{num(row['delta'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"
+              if row.get("ci_low") is not None else num(row.get("delta")))
+        p = row.get("p_holm")
+        lines.append(f"| {row['experiment']} | {labels.get(row['variant'], row['variant'])} | "
+                     f"{ci} | {'' if p is None else ('< 0.001' if p < 0.001 else f'{p:.3f}')}"
+                     f" | {num(row.get('mde_holm'), '.2f')} | {_short(row['verdict'])} |")
+    notes = found.get("notes") or {}
+    lines += ["", " ".join(notes[k] + "." for k in ("ci", "p", "mde") if k in notes)]
+    return "\n".join(lines) + "\n"
+
+
+README_MARKERS = ("<!-- findings: generated from {path}; do not edit by hand -->",
+                  "<!-- end of findings -->")
+
+
+def readme_block(readme_text: str) -> Optional[str]:
+    """The generated findings block of a README (between ``README_MARKERS``), or None."""
+    start = readme_text.find("<!-- findings: generated from ")
+    end = readme_text.find(README_MARKERS[1])
+    if start < 0 or end < start:
+        return None
+    return readme_text[readme_text.index("\n", start) + 1:end]
+
+
+def update_readme(readme: str, findings_json: str) -> bool:
+    """Rewrite the README's findings block from ``findings_json`` (``findings.md`` as
+    ``render_findings`` makes it); True when it changed. The README must hold the markers."""
+    with open(readme) as fh:
+        text = fh.read()
+    old = readme_block(text)
+    if old is None:
+        raise ValueError(f"{readme}: no findings block (a line starting "
+                         f"'<!-- findings: generated from ' and a line "
+                         f"{README_MARKERS[1]!r})")
+    with open(findings_json) as fh:
+        new = render_findings(json.load(fh))
+    start = text.find("<!-- findings: generated from ")
+    head = README_MARKERS[0].format(path=findings_json)
+    updated = text[:start] + head + "\n" + new + text[text.find(README_MARKERS[1]):]
+    if updated != text:
+        write_text_atomic(readme, updated)
+    return updated != text
 
 
 def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
@@ -559,8 +649,9 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "per_class_iou.md": _markdown(per_class),
         "per_class_iou.tex": _latex(per_class),
     }
-    found = findings(df, controls, experiments)
+    found = findings(df, controls, experiments, labels)
     texts["findings.json"] = json.dumps(found, indent=1, ensure_ascii=False) + "\n"
+    texts["findings.md"] = render_findings(found)
     assert sorted(texts) == sorted(TABLES), "TABLES names what write_tables writes"
     written = []
     for name in TABLES:

@@ -45,6 +45,10 @@ def _values(study: dict) -> Dict[str, str]:
     else:
         pretrain = (f"{pre['iters']} iterations, LR {pre['lr']} poly, "
                     f"checkpoints every {pre['checkpoint_interval']}")
+        if pre.get("class_weight_smoothing") is not None:
+            pretrain += (f"; **class-weighted** CE (weights 1/(n_c + s·N), s = "
+                         f"{pre['class_weight_smoothing']:g}: plain CE does not learn the "
+                         f"rare classes here)")
     return {
         "study": study["study"], "num_seeds": str(len(study["seeds"])),
         "seeds": ", ".join(map(str, study["seeds"])), "dataset": dataset,

@@ -827,5 +827,7 @@ def prepare(root: str, dataset: Dict[str, Any], progress: bool = True,
 def describe(dataset: Dict[str, Any]) -> str:
     """One line for the slides."""
     o = resolve(OPTIONS, dataset)
+    scene = [f"{k.replace('_', ' ')} ×{o[k]:g}" for k in SCENE_KEYS
+             if o[k] != OPTIONS[k]["default"]]
     return (f"synthetic street scenes ({o['num_train']} train / {o['num_val']} val images, "
-            f"{o['height']}×{o['width']})")
+            f"{o['height']}×{o['width']}{'; ' + ', '.join(scene) if scene else ''})")
