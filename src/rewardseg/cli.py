@@ -42,12 +42,9 @@ def _cmd_stage(ns) -> int:
                                           ns.work_dir, "--threads", str(threads)]
                                + (["--stop-at", str(ns.stop_at)] if ns.stop_at else []))
         return subprocess.call(cmd)
-    if ns.threads:
-        import torch
-
-        torch.set_num_threads(ns.threads)
     launcher = "pytorch" if "LOCAL_RANK" in os.environ else "none"
-    record = run_stage(spec, ns.work_dir, launcher=launcher, stop_at=ns.stop_at)
+    record = run_stage(spec, ns.work_dir, launcher=launcher, stop_at=ns.stop_at,
+                       threads=ns.threads)
     if distributed_rank() != 0:
         return 0
     part = f" (part: up to {ns.stop_at})" if ns.stop_at else ""
@@ -154,6 +151,15 @@ def _cmd_tables(ns) -> int:
     written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(study), controls(study),
                            study=study)
     print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _cmd_findings(ns) -> int:
+    from .results import update_readme
+
+    changed = update_readme(ns.readme, ns.findings)
+    print(f"{ns.readme}: findings block {'rewritten' if changed else 'already current'} "
+          f"from {ns.findings}")
     return 0
 
 
@@ -316,6 +322,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
     p.add_argument("--out-dir", required=True, help="paper/tables/<study>")
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("findings", help="rewrite the README's generated findings block from "
+                                        "a study's findings.json")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--findings", default="paper/recorded/default/findings.json",
+                   help="findings.json (default: the default study's recorded one)")
+    p.set_defaults(func=_cmd_findings)
 
     p = sub.add_parser("slides", help="build a study's Marp deck from paper/slides.md")
     p.add_argument("--template", default="paper/slides.md")

@@ -12,21 +12,35 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import paths
 from .fileio import write_json_atomic
-from .results import read_val_metrics
 from .runconfig import build_run_config
 from .study import StudyError
 
 
 def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none",
-              stop_at: Optional[int] = None) -> Dict[str, Any]:
+              stop_at: Optional[int] = None, threads: int = 0) -> Dict[str, Any]:
     """Train one run; resumes from ``work_dir``'s last checkpoint when there is one.
 
     Writes ``work_dir/run.json`` (spec, seed, git commit, package versions, wall time)
     last and atomically: the workflow takes the run as complete only when it exists.
     ``stop_at``: train only up to that iteration (a checkpoint step, before ``iters``;
     the schedule stays the full run's) and write ``part_<stop_at>.json`` instead: one part
-    of a pretraining (:func:`rewardseg.paths.pretrain_part`).
+    of a pretraining (:func:`rewardseg.paths.pretrain_part`). ``threads``: torch's CPU
+    threads (0: leave torch's setting), set before anything is built. Start-up (imports,
+    config, model, checkpoint) runs without automatic garbage collection
+    (:func:`rewardseg.train.collector_paused`).
     """
+    from .train import collector_paused
+
+    with collector_paused() as started:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        return _run_stage(spec, work_dir, launcher, stop_at, started)
+
+
+def _run_stage(spec: Dict[str, Any], work_dir: str, launcher: str, stop_at: Optional[int],
+               started) -> Dict[str, Any]:
     from mmengine.runner import Runner
 
     from .train import distributed_rank, init_cpu_process_group, prepare_config
@@ -45,6 +59,7 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none",
     if rank == 0 and os.path.exists(record_path):
         os.remove(record_path)  # being re-run: no stale completion marker
     if spec.get("released"):
+        started()  # a runner per checkpoint: collected as usual
         return evaluate_released(spec, work_dir, launcher=launcher)
     resume_from, start_iter = None, 0
     if os.path.isfile(os.path.join(work_dir, "last_checkpoint")):
@@ -70,6 +85,7 @@ def run_stage(spec: Dict[str, Any], work_dir: str, launcher: str = "none",
     t0 = time.time()
     init_cpu_process_group(launcher)
     runner = Runner.from_cfg(cfg)
+    started()
     runner.train()
     moved = None
     if stop_at is not None and int(runner.iter) != stop_at:
@@ -227,6 +243,7 @@ def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none
     from mmengine.runner import Runner
 
     from .data.archive import download
+    from .results import read_val_metrics  # pandas: not imported by a training job
     from .train import distributed_rank, init_cpu_process_group, prepare_config
 
     t0 = time.time()

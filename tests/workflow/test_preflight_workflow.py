@@ -112,13 +112,28 @@ def test_lint_reads_the_workflow_without_the_preflight(tmp_path):
     assert "Preflight" not in out and "Lints for rule" in out
 
 
+def slurm_client_standins(bin_dir):
+    """A SLURM login node's commands as far as a dry run meets them: ``sinfo`` lists two
+    partitions (what the preflight asks), and ``squeue`` exists. Snakemake imports every
+    installed executor plugin at start, and the SLURM plugin (2.x), as soon as ``sinfo`` is
+    on PATH, requires ``sacct`` or ``squeue`` there (``which``) or raises at import, before
+    the Snakefile is read. Every SLURM installation has ``squeue``; this one fails when
+    run, since a dry run must query no job. Without ``sacct`` the plugin falls back to
+    squeue and asks ``scontrol`` for MinJobAge, a missing ``scontrol`` reading as unknown."""
+    bin_dir.mkdir()
+    scripts = {"sinfo": "printf 'gpu*\\ncpu\\n'\n",
+               "squeue": "echo 'stand-in squeue: a dry run queries no job' >&2\nexit 1\n"}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/sh\n" + body)
+        (bin_dir / name).chmod(0o755)
+
+
 def test_a_bad_partition_joins_the_message_and_stops_a_dry_run_too(tmp_path):
     """REWARDSEG_SLURM_PARTITION that `sinfo` (here a stand-in) does not list: one message
-    with the credentials, and even `-n` stops (how a cluster set-up is checked)."""
+    with the credentials, and even `-n` stops (how a cluster set-up is checked). Runs on a
+    machine without SLURM: the stand-ins make it look like a login node."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sinfo").write_text("#!/bin/sh\nprintf 'gpu*\\ncpu\\n'\n")
-    (bin_dir / "sinfo").chmod(0o755)
+    slurm_client_standins(bin_dir)
     env = dict(CLEAN, PATH=str(bin_dir) + os.pathsep + CLEAN["PATH"],
                REWARDSEG_SLURM_PARTITION="no-such-partition")
     root = copy_workflow(tmp_path / "wf")
@@ -131,3 +146,4 @@ def test_a_bad_partition_joins_the_message_and_stops_a_dry_run_too(tmp_path):
     assert "'no-such-partition' is not a partition" in block[3]
     assert "sinfo lists: cpu, gpu" in block[3]
     assert "Job stats" not in out
+    assert "stand-in squeue" not in out

@@ -464,12 +464,12 @@ def test_lint_has_only_the_software_deployment_reminder(study, tmp_path):
 
 
 def test_more_seeds_from_the_command_line(tmp_path):
-    """The README's 5-seed run: --config seeds=[...] on top of the study's config file."""
+    """The README's 7-seed run: --config seeds=[...] on top of the study's config file."""
     root = copy_workflow(tmp_path / "wf")
     study = study_config("default")
     proc = snakemake(root, "-n", "--configfile", "configs/studies/default.yaml",
-                     "--config", "seeds=[0,1,2,3,4]")
-    assert job_counts(proc.stdout)["tune"] == 5 * len(study["variants"])
+                     "--config", "seeds=[0,1,2,3,4,5,6]")
+    assert job_counts(proc.stdout)["tune"] == 7 * len(study["variants"])
     bad = snakemake(root, "-n", "--configfile", "configs/studies/default.yaml",
                     "--config", "seeds=[0,x]", check=False)
     assert bad.returncode != 0 and "seeds.1" in bad.stdout + bad.stderr
@@ -477,10 +477,10 @@ def test_more_seeds_from_the_command_line(tmp_path):
 
 def test_default_pretraining_parts_and_their_threads(tmp_path):
     """The default study pretrains in parts: to 500 alone on `first_part_cpus` (2), then to
-    750 and to the end on `cpus` (1) beside the tuning runs that start there."""
+    1000 and to the end on `cpus` (1) beside the tuning runs that start there."""
     root = copy_workflow(tmp_path / "wf")
     out = snakemake(root, "-n", "-p", "work/default/pretrain/run.json").stdout
     commands = [line for line in out.splitlines() if "rewardseg stage" in line]
     threads = {(re.search(r"--stop-at (\d+)", c) or [None, "end"])[1]:
                re.search(r"--threads (\d+)", c)[1] for c in commands}
-    assert threads == {"500": "2", "750": "1", "end": "1"}, commands
+    assert threads == {"500": "2", "1000": "1", "end": "1"}, commands
