@@ -361,3 +361,48 @@ def test_the_pretraining_plateau_criterion():
                          converged=True)
     assert not pretrain_plateau(curve([(500, 40.0), (750, 50.0), (1000, 55.0)]))["converged"]
     assert pretrain_plateau(curve([(40000, 79.1)])) is None
+
+
+RECORDED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "paper", "recorded", "default")
+
+
+def test_the_readme_states_the_recorded_default_study_as_the_code_computes_it():
+    """The README's findings block is rendered from the recorded findings.json, and that file
+    is what the code computes from the recorded metrics.csv and study file: no number in it
+    is typed by hand."""
+    import json
+
+    import yaml
+
+    from rewardseg.results import findings, readme_block, render_findings
+    from rewardseg.study import controls, experiments, labels
+
+    with open(os.path.join(RECORDED, "findings.json")) as fh:
+        recorded = json.load(fh)
+    readme = open(os.path.join(os.path.dirname(RECORDED), "..", "..", "README.md")).read()
+    assert readme_block(readme) == render_findings(recorded), \
+        "README.md is stale: run `rewardseg findings --readme README.md`"
+    with open(os.path.join(RECORDED, "findings.md")) as fh:
+        assert fh.read() == render_findings(recorded)
+    with open(os.path.join(RECORDED, "study.yaml")) as fh:
+        study = yaml.safe_load(fh)
+    df = pd.read_csv(os.path.join(RECORDED, "metrics.csv"))
+    again = json.loads(json.dumps(findings(df, controls(study), experiments(study),
+                                           labels(study))))
+    assert _close(again, recorded)
+
+
+def _close(a, b, path="findings"):
+    """Nested equality with floats compared to 1e-9 (CSV round trip)."""
+    if isinstance(a, dict):
+        assert set(a) == set(b), path
+        return all(_close(a[k], b[k], f"{path}.{k}") for k in a)
+    if isinstance(a, list):
+        assert len(a) == len(b), path
+        return all(_close(x, y, f"{path}[{i}]") for i, (x, y) in enumerate(zip(a, b)))
+    if isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-9), path
+        return True
+    assert a == b, path
+    return True
