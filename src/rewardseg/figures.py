@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import paths
 from .study import controls, experiments, labels as variant_labels, variant_fields
-from .vocabulary import LOGGED_ADVANTAGE
+from .vocabulary import ESTIMATOR_TITLES, LOGGED_ADVANTAGE
 
 # What a figure may need: the study's metrics.csv, its train_stats.csv, and the finished
 # tuning runs of one seed (under ``work_root``; the qualitative panel loads their models).
@@ -664,8 +664,6 @@ ARGMAX_REWARD = "decode.reward_reward_argmax"    # per-image mIoU of the argmax 
 POLICY_ENTROPY = "decode.reward_entropy"         # mean per-pixel entropy (nats)
 
 
-ESTIMATOR_NAMES = {"weighted_ce": "weighted CE", "reinforce": "REINFORCE",
-                   "local_expectation": "local expectation"}
 BAND_MOST = 2  # a panel with more variants draws their means without the 95 % bands
 
 
@@ -768,7 +766,7 @@ def reward_gap_figure(study: dict, stats):
                 shown.append(variant)
         notes = ([] if estimator in SAMPLING else ["samples nothing: argmax only"]) + \
             ([] if bands else ["means only"])
-        top.set_title(ESTIMATOR_NAMES.get(estimator, estimator)
+        top.set_title(ESTIMATOR_TITLES.get(estimator, estimator)
                       + "".join(f"\n({note})" for note in notes), fontsize=12)
         top.set_ylabel("training reward\n(per-image mIoU, %)" if col == 0 else "",
                        fontsize=11)

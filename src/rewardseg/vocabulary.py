@@ -26,6 +26,9 @@ SAMPLING = ("reinforce", "local_expectation")
 # what each estimator logs as its advantage (``decode.reward_adv_*``), for axis labels
 LOGGED_ADVANTAGE = {"weighted_ce": "(1 − mIoU) − b", "reinforce": "R − b",
                     "local_expectation": "Σⱼ Σ_c p_j(c)·(R(y₋ⱼ, c) − R(y))"}
+# how figures title each estimator
+ESTIMATOR_TITLES = {"weighted_ce": "weighted CE", "reinforce": "REINFORCE",
+                    "local_expectation": "local expectation"}
 # what a baseline needs: samples per image (``num_samples``) / images in the global batch
 MIN_SAMPLES = {"rloo": 2}
 MIN_GLOBAL_BATCH = {"batch_loo": 2}
