@@ -7,6 +7,7 @@ Image paths are rewritten relative to the built deck's folder.
 """
 from __future__ import annotations
 
+import html as html_mod
 import os
 import re
 from typing import Dict, List, Optional
@@ -98,6 +99,8 @@ def split_table(markdown: str, rows: int, heading: str = "") -> str:
     table, notes = lines[:end], "\n".join(lines[end:]).strip()
     head, body = table[:2], table[2:]
     chunks = [body[i:i + rows] for i in range(0, len(body), rows)] or [[]]
+    if notes:  # in the table's own small type: the definitions must not push it off the slide
+        notes = f'<p style="font-size: 14px; line-height: 1.3">{html_mod.escape(notes)}</p>'
     parts = ["\n".join(head + chunk) + (f"\n\n{notes}" if notes else "") for chunk in chunks]
     more = f"\n\n---\n\n{heading} (continued)\n\n" if heading else "\n\n---\n\n"
     return more.join(parts) + "\n"
