@@ -322,3 +322,67 @@ def test_pretraining_in_parts_ends_like_one_run(smoke_env, tmp_path):
     assert os.path.isfile(work / "run.json")  # the finished run stays finished
     with pytest.raises(StudyError, match="--stop-at 3: expected a checkpoint step"):
         run(spec, str(tmp_path / "bad"), stop_at=3)
+
+
+def train_stats_csv(env, work, out_dir):
+    """``train_stats.csv`` as ``results.aggregate`` writes it for the run in ``work``
+    alone (with the smoke pretraining as the pretraining file)."""
+    from rewardseg.results import aggregate, collect_run
+
+    os.makedirs(out_dir, exist_ok=True)
+    pretrain = paths.pretrain_dir(env["study"]["study"], env["work"])
+    collect_run(pretrain, str(out_dir / "pretrain.json"))
+    collect_run(str(work), str(out_dir / "seed0.json"), pretrain_dir=pretrain)
+    aggregate([str(out_dir / "seed0.json")], str(out_dir / "pretrain.json"),
+              str(out_dir / "metrics.csv"), str(out_dir / "train_stats.csv"))
+    with open(out_dir / "train_stats.csv") as fh:
+        return fh.read()
+
+
+def val_records(work):
+    with open(work / "val_metrics.jsonl") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def test_a_run_stopped_between_a_checkpoint_and_its_validation_keeps_its_statistics(
+        smoke_env, straight, tmp_path):
+    """Stopped right after the checkpoint at 6, before the validation at 6 (a point in
+    between mmengine's two: the checkpoint is saved in the iteration's hooks, validation
+    runs after them): the rerun validates step 6 first, with the training statistics of
+    iterations 5-6 that the checkpoint carried, and its val_metrics.jsonl (training
+    means included) and train_stats.csv are those of the uninterrupted run."""
+    spec = reference_spec(smoke_env)
+    work = tmp_path / "run"
+    run_until(spec, work, stop_after=6)
+    assert [r["step"] for r in val_records(work)] == [2, 4]
+    code, out, err = stage_cli(spec, work)
+    assert code == 0, err[-3000:]
+    assert record(work)["start_iter"] == 6
+    assert_same_run(work, straight)
+    want, have = val_records(straight), val_records(work)
+    assert all(r["train"] for r in want), want
+    assert [r["step"] for r in have] == [2, 4, 6, 8]
+    for a, b in zip(have, want):
+        assert a["train"] == b["train"], a["step"]
+    assert have == want
+    expected = train_stats_csv(smoke_env, straight, tmp_path / "expected")
+    assert train_stats_csv(smoke_env, work, tmp_path / "got") == expected
+
+
+def test_statistics_since_the_last_validation_survive_a_resume_between_validations(
+        smoke_env, tmp_path):
+    """A checkpoint every 2 iterations and a validation every 4: a run stopped after the
+    checkpoint at 6 resumes there, and the validation at 8 still records the means over
+    iterations 5-8 (5-6 come from the checkpoint), as the uninterrupted run does."""
+    spec = dict(reference_spec(smoke_env), eval_interval=4)
+    whole, work = tmp_path / "whole", tmp_path / "run"
+    run_stage(spec, whole)
+    run_until(spec, work, stop_after=6)
+    assert [r["step"] for r in val_records(work)] == [4]
+    run_stage(spec, work)
+    assert record(work)["start_iter"] == 6
+    want, have = val_records(whole), val_records(work)
+    assert [r["step"] for r in want] == [4, 8] and all(r["train"] for r in want)
+    assert have == want
+    assert train_stats_csv(smoke_env, work, tmp_path / "got") == \
+        train_stats_csv(smoke_env, whole, tmp_path / "expected")

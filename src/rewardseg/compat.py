@@ -17,7 +17,7 @@ light commands start in a fraction of a second), and mmseg is never seen unfixed
    scoped ``torch.serialization.safe_globals``, the few types this project's own
    checkpoints hold (:data:`CHECKPOINT_GLOBALS`: mmengine's ``HistoryBuffer`` and a
    ``getattr`` that fetches only its statistics methods, numpy arrays, scalars and
-   dtypes). A released checkpoint downloaded to ``iter_<n>.pth`` is a local file like
+   dtypes, and ``bytes()``, the empty bytes). A released checkpoint downloaded to ``iter_<n>.pth`` is a local file like
    any other: a pickle that would build anything else (a function call, another class)
    is refused with :class:`CheckpointRefused`, naming the file.
 3. mmengine finds ``mmseg::`` base configs through ``pkg_resources``, which current
@@ -168,10 +168,15 @@ def _silence_missing_deform_attn_warning() -> None:
 #: ``HistoryBuffer`` objects (numpy arrays and scalars), whose state names its statistics
 #: methods as ``getattr(HistoryBuffer, 'mean')`` (pickle protocol 2). numpy 1 names its
 #: helpers ``numpy.core.*``, numpy 2 ``numpy._core.*``: both are accepted, whichever is
-#: installed.
+#: installed. Pickle protocol 2 writes an empty ``bytes`` as a call of ``bytes()`` (a
+#: non-empty one as ``_codecs.encode``): an empty numpy array (a fresh ``HistoryBuffer``
+#: holds two) or an empty bytes value anywhere in the checkpoint (mmcv 1.x / mmseg 0.x
+#: released checkpoints, tests/test_released_checkpoints.py) names ``builtins.bytes``,
+#: which is accepted only as ``bytes()``: see :func:`_empty_bytes`.
 CHECKPOINT_GLOBALS = (
     "mmengine.logging.history_buffer.HistoryBuffer",
     "builtins.getattr",  # only getattr(HistoryBuffer, <statistics method>): see below
+    "builtins.bytes",  # only bytes(), the empty bytes: see below
     "numpy.ndarray",
     "numpy.dtype",
     "numpy._core.multiarray._reconstruct", "numpy.core.multiarray._reconstruct",
@@ -203,6 +208,18 @@ def _history_buffer_getattr(obj, name):
     raise pickle.UnpicklingError(f"rewardseg refuses getattr({obj!r}, {name!r})")
 
 
+def _empty_bytes(*args):
+    """``bytes`` as a checkpoint may call it: ``bytes()``, how pickle protocol 2 writes an
+    empty bytes object (an empty numpy array's data, say). Any argument is refused:
+    ``bytes(n)`` would let a few bytes of pickle allocate ``n`` bytes of memory."""
+    import pickle
+
+    if args:
+        shown = ", ".join(repr(a)[:40] for a in args)
+        raise pickle.UnpicklingError(f"rewardseg refuses bytes({shown})")
+    return b""
+
+
 def _named(func, path: str):
     """``func`` under the name a pickle uses for it: torch matches an allowlisted global
     by its ``__module__`` and ``__qualname__`` (the other numpy's module, getattr)."""
@@ -219,6 +236,8 @@ def _resolve(name: str):
     both resolve), or None."""
     if name == "builtins.getattr":
         return _history_buffer_getattr
+    if name == "builtins.bytes":
+        return _empty_bytes
     module, _, attr = name.rpartition(".")
     tries = [module]
     if module.startswith(("numpy.core.", "numpy._core.")):
@@ -287,7 +306,7 @@ def _refused_global(message: str):
     for pattern in (r"GLOBAL (\S+) was not an allowed global",
                     r"unsupported GLOBAL (\S+) whose module",
                     r"reduce for unrecognized function (.+)",
-                    r"rewardseg refuses (getattr\(.+\))",
+                    r"rewardseg refuses ((?:getattr|bytes)\(.*\))",
                     r"allowlisted via `add_safe_globals`,? but got (.+)"):
         match = re.search(pattern, message)
         if match:

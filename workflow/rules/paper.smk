@@ -38,12 +38,22 @@ rule tables:
 
 # The executed notebook is the rule's output and also where snakemake saves it
 # (log: notebook=); on failure snakemake removes it like any output, so the traceback
-# is in snakemake's own log.
+# is in snakemake's own log. It shows every registered figure (rewardseg.figures.names, in
+# the registry's order): those that load the trained checkpoints ("runs") from the PNG their
+# rule wrote (input `figures`), the others drawn again from the tables.
+def notebook_figure_pngs(wildcards):
+    from rewardseg import figures
+
+    return [paths.figure(wildcards.study, name, "png") for name in figures.names(config)
+            if "runs" in figures.resolve(name)[0].needs]
+
+
 rule notebook:
     input:
         study=paths.study_result("{study}", "study.yaml"),
         metrics=paths.study_result("{study}", "metrics.csv"),
         stats=paths.study_result("{study}", "train_stats.csv"),
+        figures=notebook_figure_pngs,
     output:
         paths.study_result("{study}", "results.ipynb"),
     log:
@@ -52,6 +62,9 @@ rule notebook:
         "../notebooks/results.py.ipynb"
 
 
+# The HTML leaves out snakemake's preamble cell (tagged snakemake-job-properties: the job's
+# paths on this machine, sys.path, a pickled blob), so it opens with the notebook's title;
+# the executed .ipynb keeps it as snakemake wrote it.
 rule notebook_html:
     input:
         paths.study_result("{study}", "results.ipynb"),
@@ -62,7 +75,9 @@ rule notebook_html:
     log:
         paths.log("{study}", "notebook_html"),
     shell:
-        "jupyter nbconvert --to html --output-dir {params.outdir:q} {input:q} > {log} 2>&1"
+        "jupyter nbconvert --to html --TagRemovePreprocessor.enabled=True"
+        " --TagRemovePreprocessor.remove_cell_tags=snakemake-job-properties"
+        " --output-dir {params.outdir:q} {input:q} > {log} 2>&1"
 
 
 rule overview:

@@ -119,14 +119,25 @@ def report_progress(line: str) -> None:
 class ValMetricsRecorder(Hook):
     """Append every validation result, with its training iteration, to a JSON-lines file
     (default ``<work_dir>/val_metrics.jsonl``); also records the training statistics
-    logged since the previous validation (mean of each scalar)."""
+    logged since the previous validation (mean of each scalar).
+
+    The statistics not yet recorded travel in every checkpoint
+    (``checkpoint['rewardseg_val_train'] = {'step': n, 'train': {key: [float, ...]}}``:
+    plain lists, which the weights-only loader accepts), so a resumed run records the
+    same means as an uninterrupted one. At a step that both checkpoints and validates,
+    mmengine saves the checkpoint first (``CheckpointHook.after_train_iter``, after this
+    hook's) and validates after the iteration's hooks: the checkpoint holds exactly what
+    that validation records. On resume they are restored unless the validation of the
+    checkpoint's step is already in the file (it recorded them)."""
 
     priority = "LOW"
+    KEY = "rewardseg_val_train"
 
     def __init__(self, filename: str = "val_metrics.jsonl", step=None):
         self.filename = filename
         self.step = step  # fixed step (evaluating a released checkpoint outside training)
         self._train: Dict[str, List[float]] = {}
+        self._loaded = None  # the checkpoint's pending statistics, until before_train
 
     def _recorded_steps(self, runner):
         path = os.path.join(runner.work_dir, self.filename)
@@ -135,19 +146,40 @@ class ValMetricsRecorder(Hook):
         with open(path) as fh:
             return {json.loads(line)["step"] for line in fh if line.strip()}
 
+    @staticmethod
+    def _val_due(runner, step: int) -> bool:
+        loop = runner.train_loop
+        return runner.val_loop is not None and step >= loop.val_begin and (
+            step % loop.val_interval == 0 or step == loop.max_iters)
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint[self.KEY] = {
+            "step": int(checkpoint.get("meta", {}).get("iter", runner.iter)),
+            "train": {str(k): [float(x) for x in v] for k, v in self._train.items()}}
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = checkpoint.get(self.KEY)
+
     def before_train(self, runner):
-        """A run killed between saving a checkpoint and validating it resumes at a step
-        whose validation never happened: run it now, so no point of the curve is lost."""
-        step, loop = runner.iter, runner.train_loop
-        if step == 0 or runner.val_loop is None:
+        """Restore the statistics a resumed checkpoint holds; and, for a run killed
+        between saving a checkpoint and validating it (it resumes at a step whose
+        validation never happened), run that validation now, so no point of the curve
+        (nor its training statistics) is lost."""
+        saved, self._loaded = self._loaded, None
+        step = runner.iter
+        if step == 0:  # a fresh run, or a plain load_from (a start checkpoint)
             return
-        due = step >= loop.val_begin and (step % loop.val_interval == 0
-                                          or step == loop.max_iters)
-        if due and step not in self._recorded_steps(runner):
+        recorded = self._recorded_steps(runner)
+        due = self._val_due(runner, step)
+        if isinstance(saved, dict) and saved.get("step") == step \
+                and not (due and step in recorded):
+            self._train = {k: list(v) for k, v in (saved.get("train") or {}).items()}
+        if due and step not in recorded:
             runner.val_loop.run()
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         for key, value in (outputs or {}).items():
+            value = value.detach() if hasattr(value, "detach") else value
             self._train.setdefault(key, []).append(float(value))
 
     def after_val_epoch(self, runner, metrics=None):

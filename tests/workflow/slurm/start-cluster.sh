@@ -84,11 +84,13 @@ StorageLoc=slurm_acct_db
 CONF
     chmod 600 /etc/slurm/slurmdbd.conf
     [ -s /run/slurmdbd.pid ] && kill -0 "$(cat /run/slurmdbd.pid)" 2>/dev/null || slurmdbd
+    # memory is sampled every JobAcctGatherFrequency seconds: a smoke job (~4 s since the
+    # start-up went to ~2.4 s) ends before a 5-second period's first sample (MaxRSS 0)
     ACCOUNTING="AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
-JobAcctGatherFrequency=5"
+JobAcctGatherFrequency=1"
 else
     ACCOUNTING="AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none"
