@@ -252,6 +252,15 @@ def figure_outputs(study=STUDY, exts=("png", "pdf")):
     return [paths.figure(study, name, ext) for name in figures.names(config) for ext in exts]
 
 
+def notebook_figure_pngs(wildcards):
+    """The PNGs the results notebook shows as they are: the figures that load the trained
+    checkpoints (they need "runs"); it draws the others again from the tables."""
+    from rewardseg import figures
+
+    return [paths.figure(wildcards.study, name, "png") for name in figures.names(config)
+            if "runs" in figures.resolve(name)[0].needs]
+
+
 def table_outputs(study=STUDY):
     """The tables `rewardseg tables` writes (rewardseg.results.TABLES)."""
     from rewardseg.results import TABLES

@@ -40,14 +40,8 @@ rule tables:
 # (log: notebook=); on failure snakemake removes it like any output, so the traceback
 # is in snakemake's own log. It shows every registered figure (rewardseg.figures.names, in
 # the registry's order): those that load the trained checkpoints ("runs") from the PNG their
-# rule wrote (input `figures`), the others drawn again from the tables.
-def notebook_figure_pngs(wildcards):
-    from rewardseg import figures
-
-    return [paths.figure(wildcards.study, name, "png") for name in figures.names(config)
-            if "runs" in figures.resolve(name)[0].needs]
-
-
+# rule wrote (input `figures`, common.smk's notebook_figure_pngs), the others drawn again
+# from the tables.
 rule notebook:
     input:
         study=paths.study_result("{study}", "study.yaml"),
