@@ -450,6 +450,16 @@ def _get_installed_path(package: str) -> str:
     return os.path.join(location, top_level[0] if top_level else package)
 
 
+def _set_on_hub(name: str, value) -> None:
+    """``mmengine.hub.hub.<name> = value`` (the hub imported the original by name), when
+    the hub module is there."""
+    try:
+        import mmengine.hub.hub as hub_mod
+    except ImportError:  # pragma: no cover
+        return
+    setattr(hub_mod, name, value)
+
+
 def _patch_package_lookup() -> None:
     import mmengine.config.config as config_mod
     import mmengine.utils as utils_mod
@@ -458,12 +468,7 @@ def _patch_package_lookup() -> None:
     for mod in (pkg_mod, utils_mod, config_mod):
         mod.is_installed = _is_installed
         mod.get_installed_path = _get_installed_path
-    try:
-        import mmengine.hub.hub as hub_mod
-
-        hub_mod.get_installed_path = _get_installed_path
-    except ImportError:  # pragma: no cover
-        pass
+    _set_on_hub("get_installed_path", _get_installed_path)
 
 
 def _memoise_config_formatting() -> None:
@@ -547,12 +552,7 @@ def _patch_external_config_lookup() -> None:
     utils_mod._get_cfg_metainfo = _get_cfg_metainfo
     utils_mod._get_external_cfg_path = _get_external_cfg_path
     config_mod._get_external_cfg_path = _get_external_cfg_path
-    try:
-        import mmengine.hub.hub as hub_mod
-
-        hub_mod._get_cfg_metainfo = _get_cfg_metainfo
-    except ImportError:  # pragma: no cover
-        pass
+    _set_on_hub("_get_cfg_metainfo", _get_cfg_metainfo)
 
 
 #: The attributes of an mmengine ``Visualizer`` that its figure sets.

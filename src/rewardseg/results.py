@@ -320,7 +320,8 @@ def final_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
 
 
 def variant_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
-                  experiments: Optional[Dict[str, Sequence[str]]] = None) -> pd.DataFrame:
+                  experiments: Optional[Dict[str, Sequence[str]]] = None,
+                  comparisons: Optional[pd.DataFrame] = None) -> pd.DataFrame:
     """One row per variant, controls included (for the best variant, the overview, the
     slides' summary, the Δ figure and each variant's mean ± std): n, mean, std of its
     final mIoU, its control, the paired Δ, sd, unadjusted CI, p and ``mde`` (these do not
@@ -328,9 +329,11 @@ def variant_table(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
     ``family`` (the largest of them), and from ``final_table`` the strictest of its rows:
     the largest ``p_holm`` and ``mde_holm``, and the verdict from those, so that a variant
     is called better or worse only where that holds in every experiment it is in. Sorted
-    by final mIoU, highest first."""
+    by final mIoU, highest first. ``comparisons``: ``final_table`` of the same arguments,
+    when the caller has it already."""
     rows = _per_variant(df, controls)
-    comparisons = final_table(df, controls, experiments)
+    if comparisons is None:
+        comparisons = final_table(df, controls, experiments)
     out = []
     for variant, row in rows.items():
         mine = comparisons[comparisons["variant"] == variant]
@@ -484,12 +487,14 @@ def _jsonable(value):
 
 def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
              experiments: Optional[Dict[str, Sequence[str]]] = None,
-             labels: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
+             labels: Optional[Dict[str, str]] = None,
+             final: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
     """The study's numbers in machine-readable form (``findings.json``, for the README):
     the seeds, every comparison of ``final_table`` (NaN -> null), the reference's
     Holm-level MDE (``reference_mde``) and its control's final mIoU and per-class IoU
-    (mean over seeds)."""
-    final = group_by_experiment(final_table(df, controls, experiments), experiments)
+    (mean over seeds). ``final``: the grouped ``final_table``, when the caller has it."""
+    if final is None:
+        final = group_by_experiment(final_table(df, controls, experiments), experiments)
     found = reference_mde(final)
     control = found["control"] if found else CONTROL
     runs = df[df["variant"] != paths.PRETRAIN]
@@ -622,7 +627,7 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         experiments = study_experiments(study)
     final = group_by_experiment(final_table(df, controls, experiments), experiments)
     means = {r["variant"]: (r["mean"], r["std"])
-             for r in variant_table(df, controls, experiments).to_dict("records")}
+             for r in variant_table(df, controls, experiments, final).to_dict("records")}
 
     def control_text(name):
         mean, std = means.get(name, (float("nan"), float("nan")))
@@ -649,7 +654,7 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "per_class_iou.md": _markdown(per_class),
         "per_class_iou.tex": _latex(per_class),
     }
-    found = findings(df, controls, experiments, labels)
+    found = findings(df, controls, experiments, labels, final)
     texts["findings.json"] = json.dumps(found, indent=1, ensure_ascii=False) + "\n"
     texts["findings.md"] = render_findings(found)
     assert sorted(texts) == sorted(TABLES), "TABLES names what write_tables writes"
