@@ -176,7 +176,7 @@ def test_the_verdict_follows_the_holm_p_and_says_so_where_the_ci_excludes_zero()
     assert "unadjusted 95 % CI excludes 0" in x["verdict"]
     from rewardseg.results import _short
 
-    assert _short(x["verdict"]) == "n.s. after Holm"
+    assert _short(x["verdict"]) == "n.s. after Holm (CI unadjusted)"
     # alone in its experiment the same Δ is better
     table = final_table(_metrics(finals), {}, {"e": ["control", "x"]})
     assert table.set_index("variant").loc["x", "verdict"] == "better than its control"
@@ -236,10 +236,10 @@ def test_tables_group_by_experiment_state_their_statistics_and_write_findings(tm
                            experiments=EXPERIMENTS)
     assert sorted(os.path.basename(p) for p in written) == sorted(TABLES)
     md = (tmp_path / "final_miou.md").read_text()
-    for words in ("95 % CI: unadjusted, paired over seeds",
-                  "p: paired t-test, Holm-adjusted within the experiment",
-                  "MDE: the smallest Δ this design detects with 80 % power at the Holm "
-                  "level of its experiment (exact, noncentral t)"):
+    for words in ("95 % CI (unadjusted, paired over seeds)",
+                  "p adjusted by Holm within the experiment",
+                  "MDE: the smallest Δ this design detects with 80 % power at that level",
+                  "Verdict: better / worse where p (Holm) < 0.05"):
         assert words in md
     rows = [line.split(" | ") for line in md.splitlines() if line.startswith("| ")][1:]
     experiments = [r[0].lstrip("| ") for r in rows]
@@ -249,7 +249,8 @@ def test_tables_group_by_experiment_state_their_statistics_and_write_findings(tm
     assert list(csv["experiment"]) == experiments
     # the statistics' notes stay under every slide of a split table
     slides = split_table(md, 2, "# Final mIoU").split("\n---\n")
-    assert len(slides) == 3 and all("Holm-adjusted within the experiment" in s for s in slides)
+    assert len(slides) == 3 and all("adjusted by Holm within the experiment" in s
+                                    for s in slides)
     assert "\\hline" in (tmp_path / "final_miou.tex").read_text()
 
     found = json.loads((tmp_path / "findings.json").read_text())
@@ -389,7 +390,7 @@ def test_the_readme_states_the_recorded_default_study_as_the_code_computes_it():
         study = yaml.safe_load(fh)
     df = pd.read_csv(os.path.join(RECORDED, "metrics.csv"))
     again = json.loads(json.dumps(findings(df, controls(study), experiments(study),
-                                           labels(study))))
+                                           labels(study), study=study)))
     assert _close(again, recorded)
 
 
@@ -406,3 +407,172 @@ def _close(a, b, path="findings"):
         return True
     assert a == b, path
     return True
+
+
+def test_a_ci_excluding_zero_with_no_verdict_says_why_in_the_table(tmp_path):
+    """final_miou.md: where the unadjusted CI excludes 0 and p (Holm) does not reject, the
+    verdict cell gives the reason, and the definitions under the table say it."""
+    from rewardseg.results import write_tables
+
+    control = CONTROL_FINALS
+    finals = {"control": control,
+              "x": [c + e for c, e in zip(control, [0.30, 0.10, 0.25, 0.15, 0.20])]}
+    for i in range(12):
+        finals[f"n{i}"] = list(np.add(control, np.random.default_rng(i).normal(0, 0.5, 5)))
+    write_tables(_metrics(finals), str(tmp_path), {}, {}, experiments={"e": list(finals)})
+    md = (tmp_path / "final_miou.md").read_text()
+    header = [c.strip() for c in md.splitlines()[0].strip("|").split("|")]
+    rows = {r[1]: r for r in ([c.strip() for c in line.strip("|").split("|")]
+                              for line in md.splitlines()[2:] if line.startswith("| "))}
+    x = dict(zip(header, rows["x"]))
+    low = float(x["Δ vs control [95 % CI]"].split("[")[1].split(",")[0])
+    assert low > 0 and float(x["p (Holm)"]) >= ALPHA
+    assert x["verdict"] == "n.s. after Holm (CI unadjusted)"
+    assert '"n.s. after Holm": the unadjusted CI excludes 0' in md
+    # findings.md (the README's table) says the same
+    findings_md = (tmp_path / "findings.md").read_text()
+    assert "| n.s. after Holm (CI unadjusted) |" in findings_md
+    assert "95 % CI (unadjusted, paired over seeds)" in findings_md
+
+
+def _per_class_metrics(order):
+    """_study_metrics with per-class rows (IoU = mIoU + a class's shift) in ``order``,
+    the pretraining's too."""
+    df = _study_metrics()
+    shift = {"road": 30.0, "sky": 20.0, "car": -10.0, "pole": -30.0}
+    rows = []
+    for _, row in df[df["class"] == "mIoU"].iterrows():
+        rows.append(dict(row))
+        for cls in order:
+            rows.append(dict(row, **{"class": cls, "IoU": row["IoU"] + shift[cls]}))
+    return pd.DataFrame(rows)
+
+
+def test_per_class_table_in_the_dataset_order_as_the_final_table_with_its_spread(tmp_path):
+    from rewardseg.results import (PER_CLASS_NOTE, class_order, final_table,
+                                   group_by_experiment, write_tables)
+
+    dataset_order = ["road", "sky", "car", "pole"]
+    # the order the runs give (aggregate keeps it), not the alphabet
+    df = _per_class_metrics(dataset_order)
+    assert class_order(df) == dataset_order
+    study = {"variants": {v: {} for v in ["control", "reference", "clear_gain", "noise",
+                                          "rounding", "late_control", "late"]}}
+    write_tables(df, str(tmp_path), {"reference": "the reference"}, CONTROLS,
+                 experiments=EXPERIMENTS, study=study)
+    md = (tmp_path / "per_class_iou.md").read_text()
+    lines = md.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["experiment", "variant", "description", "seeds"] + dataset_order \
+        + ["mIoU"]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]
+            if line.startswith("| ")]
+    # each variant once, in the order the final table first shows it, its control before
+    final = group_by_experiment(final_table(df, CONTROLS, EXPERIMENTS), EXPERIMENTS)
+    expected = []
+    for _, row in final.iterrows():
+        for name in (row["control"], row["variant"]):
+            if name not in expected:
+                expected.append(name)
+    assert [r[1] for r in rows] == expected
+    assert [r[0] for r in rows][:1] == [final["experiment"].iloc[0]]
+    # mean ± std over seeds, two decimals, in %
+    control = dict(zip(header, rows[[r[1] for r in rows].index("control")]))
+    values = np.array(CONTROL_FINALS)
+    assert control["road"] == f"{values.mean() + 30:.2f} ± {values.std(ddof=1):.2f}"
+    assert control["mIoU"] == f"{values.mean():.2f} ± {values.std(ddof=1):.2f}"
+    assert control["description"] == "control" and control["seeds"] == "5"
+    assert PER_CLASS_NOTE in md and "IoU per class in %" in PER_CLASS_NOTE
+    assert "\\pm" in (tmp_path / "per_class_iou.tex").read_text()
+
+
+def test_class_order_is_the_study_dataset_s_over_an_alphabetical_csv():
+    """A metrics.csv in the alphabet (as aggregate wrote it before it kept the runs' order)
+    gets the dataset's order from the study's source; a source that names none keeps the
+    CSV's."""
+    from rewardseg.data import synthetic
+    from rewardseg.results import class_order, per_class_table
+
+    df = _per_class_metrics(sorted(["road", "sky", "car", "pole"]))
+    study = {"dataset": {"name": "x", "source": "synthetic"}}
+    assert class_order(df, study) == [c for c in synthetic.CLASSES
+                                      if c in {"road", "sky", "car", "pole"}]
+    assert list(per_class_table(df, study).columns) == class_order(df, study) + ["mIoU"]
+    assert class_order(df) == ["car", "pole", "road", "sky"]
+    assert class_order(df, {"dataset": {"name": "x", "source": "mapillary",
+                                        "classes": "vistas"}}) == class_order(df)
+
+
+def test_aggregate_keeps_the_dataset_class_order(tmp_path):
+    import json
+
+    from rewardseg.results import aggregate, class_order
+
+    def run(variant, seed, order):
+        evals = [dict(step=s, metrics=dict({"mIoU": 50.0 + s},
+                                           **{f"IoU.{c}": 40.0 + s for c in order}))
+                 for s in (0, 10)]
+        return dict(study="s", variant=variant, seed=seed, evals=evals)
+
+    order = ["road", "sky", "car", "pole"]
+    files = []
+    for variant, seed in (("control", 0), ("control", 1), ("b", 0)):
+        path = tmp_path / f"{variant}{seed}.json"
+        path.write_text(json.dumps(run(variant, seed, order)))
+        files.append(str(path))
+    (tmp_path / "pre.json").write_text(json.dumps(run("pretrain", 0, order)))
+    df = aggregate(files, str(tmp_path / "pre.json"), str(tmp_path / "m.csv"),
+                   str(tmp_path / "s.csv"))
+    assert class_order(pd.read_csv(tmp_path / "m.csv")) == order
+    assert list(df[["variant", "seed", "step"]].itertuples(index=False)) == sorted(
+        df[["variant", "seed", "step"]].itertuples(index=False))
+
+
+def test_the_conclusion_is_written_from_the_numbers():
+    """results.conclusion: the counts of better / worse / n.s. variants (a variant counts
+    once, by its strictest experiment), the largest gain and loss, the reference's MDE, all
+    from findings; a number changed there changes the text."""
+    from rewardseg.results import conclusion, findings, group_by_experiment
+
+    labels = {"clear_gain": "a clear gain", "late": "late, from its own control"}
+    found = findings(_study_metrics(), CONTROLS, EXPERIMENTS, labels)
+    text = conclusion(found)
+    verdicts = {}
+    for row in found["comparisons"]:
+        verdicts.setdefault(row["variant"], []).append(row["verdict"])
+    better = sum(all(v.startswith("better") for v in vs) for vs in verdicts.values())
+    assert f"{len(verdicts)} variants compared" in text
+    assert f"{better} {'is' if better == 1 else 'are'} better" in text
+    gain = [r for r in found["comparisons"] if r["variant"] == "clear_gain"][0]
+    assert (f"The largest gain: *a clear gain*, Δ {gain['delta']:+.2f} mIoU [95 % CI "
+            f"{gain['ci_low']:+.2f}, {gain['ci_high']:+.2f}]") in text
+    assert f"is {found['reference']['mde_holm']:.2f} mIoU" in text
+    assert f"ends at {found['control']['final_miou']:.2f} mIoU" in text
+    assert "\n" not in text
+    found["reference"]["mde_holm"] += 1.0
+    assert conclusion(found) != text
+    # nothing better: it says so
+    none = findings(_metrics({"control": CONTROL_FINALS,
+                              "a": [c + e for c, e in zip(CONTROL_FINALS,
+                                                          [0.3, -0.4, 0.2, 0.1, -0.3])]}))
+    assert "No variant beats its control." in conclusion(none)
+    assert "0 are better" in conclusion(none)
+
+
+def test_the_reader_table_has_the_reader_columns_rounded():
+    from rewardseg.results import READER_COLUMNS, findings, reader_table
+
+    found = findings(_study_metrics(), CONTROLS, EXPERIMENTS,
+                     {"late": "late", "late_control": "its own control"})
+    table = reader_table(found)
+    assert list(table.columns) == list(READER_COLUMNS)
+    assert len(table) == len(found["comparisons"])
+    rows = table.set_index(["experiment", "variant"])
+    late = rows.loc[("late", "late vs its own control")]
+    row = [r for r in found["comparisons"] if r["variant"] == "late"][0]
+    assert late["Δ mIoU vs control [95 % CI]"] == (
+        f"{row['delta']:+.2f} [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]")
+    assert late["MDE (80 % power)"] == f"{row['mde_holm']:.2f}"
+    assert rows.loc[("small", "rounding"), "Δ mIoU vs control [95 % CI]"].endswith(
+        "on every seed")
+    assert "nan" not in table.to_string().lower()

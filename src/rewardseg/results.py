@@ -74,7 +74,9 @@ def _rows_from_run(result: dict, step_offset: int = 0) -> Iterable[dict]:
 def aggregate(run_files: Sequence[str], pretrain_file: str, out_csv: str,
               stats_csv: str) -> pd.DataFrame:
     """All run JSONs -> ``metrics.csv`` (study, variant, seed, step, class, IoU) and the
-    training statistics per evaluation interval -> ``train_stats.csv``."""
+    training statistics per evaluation interval -> ``train_stats.csv``. Within an
+    evaluation the rows keep the run's order: mIoU, then the classes in the dataset's
+    order (``class_order`` reads it back)."""
     rows: List[dict] = []
     stats: List[dict] = []
     for path in run_files:
@@ -94,7 +96,7 @@ def aggregate(run_files: Sequence[str], pretrain_file: str, out_csv: str,
     with open(pretrain_file) as fh:
         rows.extend(_rows_from_run(json.load(fh)))
     df = pd.DataFrame(rows, columns=["study", "variant", "seed", "step", "class", "IoU"])
-    df = df.sort_values(["variant", "seed", "step", "class"]).reset_index(drop=True)
+    df = df.sort_values(["variant", "seed", "step"], kind="mergesort").reset_index(drop=True)
     _atomic_csv(df, out_csv)
     _atomic_csv(pd.DataFrame(stats, columns=["study", "variant", "seed", "step", "stat",
                                              "value"]), stats_csv)
@@ -416,11 +418,107 @@ def best_variant(table: pd.DataFrame) -> Optional[str]:
     return None if rows.empty else str(rows.sort_values("delta").iloc[-1]["variant"])
 
 
-def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
-    last_step = df[df["variant"] != paths.PRETRAIN].groupby(["variant", "seed"])["step"].transform("max")
-    sub = df[(df["variant"] != paths.PRETRAIN)]
-    sub = sub[sub["step"] == last_step]
-    return sub.pivot_table(index="variant", columns="class", values="IoU", aggfunc="mean")
+def dataset_classes(study: Optional[Dict[str, Any]]) -> Optional[List[str]]:
+    """The class names of the study's dataset in its label order, where its source module
+    declares them without the data: ``CLASS_SETTINGS[classes][0]`` (a source with class
+    settings), ``CLASSES`` (one fixed list), ``train_classes()`` (the Cityscapes train ids,
+    for the default or ``cityscapes`` setting). None otherwise (the order is then the one
+    ``metrics.csv`` keeps: ``class_order``)."""
+    dataset = (study or {}).get("dataset") or {}
+    if not dataset.get("source"):
+        return None
+    try:
+        from . import data
+
+        module = data.source_module(dataset["source"])
+    except (ImportError, ValueError, KeyError):
+        return None
+    setting = dataset.get("classes")
+    settings = getattr(module, "CLASS_SETTINGS", None)
+    if isinstance(settings, dict):
+        chosen = settings.get(setting if setting is not None else next(iter(settings), None))
+        return list(chosen[0]) if chosen else None
+    named = getattr(module, "CLASSES", None)
+    if isinstance(named, (list, tuple)) and named and all(isinstance(c, str) for c in named):
+        return list(named)
+    if callable(getattr(module, "train_classes", None)) and setting in (None, "cityscapes"):
+        return list(module.train_classes()[0])
+    return None
+
+
+def class_order(df: pd.DataFrame, study: Optional[Dict[str, Any]] = None) -> List[str]:
+    """The classes of ``metrics.csv`` (mIoU left out) in the dataset's order: the study's
+    source's (``dataset_classes``) where it names them all, else the order of their first
+    rows (``aggregate`` keeps the run's, which is the dataset's)."""
+    present = [c for c in dict.fromkeys(df["class"]) if c != "mIoU"]
+    declared = dataset_classes(study)
+    if declared and set(present) <= set(declared):
+        return [c for c in declared if c in present]
+    return present
+
+
+def _final_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Every class's IoU at the last step of each run (the pretraining left out)."""
+    runs = df[df["variant"] != paths.PRETRAIN]
+    last_step = runs.groupby(["variant", "seed"])["step"].transform("max")
+    return runs[runs["step"] == last_step]
+
+
+def per_class_table(df: pd.DataFrame, study: Optional[Dict[str, Any]] = None,
+                    aggfunc: str = "mean") -> pd.DataFrame:
+    """Final IoU per variant (rows, sorted by name) and class (columns: the dataset's
+    order, ``class_order``, then mIoU), ``aggfunc`` over seeds (``mean``, or ``std``:
+    sample standard deviation)."""
+    table = _final_rows(df).pivot_table(index="variant", columns="class", values="IoU",
+                                        aggfunc=aggfunc)
+    columns = [c for c in class_order(df, study) if c in table.columns]
+    return table[columns + (["mIoU"] if "mIoU" in table.columns else [])]
+
+
+def table_variant_order(final: pd.DataFrame, variants: Sequence[str] = ()) -> List[tuple]:
+    """(experiment, variant) once per variant, in the order the final-mIoU table (the
+    grouped ``final_table``) first shows it, a control just before the first variant
+    compared with it (under that experiment); then ``variants`` not in the table (none
+    compared: experiment "")."""
+    out: List[tuple] = []
+    seen = set()
+    for _, row in final.iterrows():
+        for name in (row["control"], row["variant"]):
+            if name not in seen:
+                seen.add(name)
+                out.append((row["experiment"], name))
+    out += [("", v) for v in variants if v not in seen]
+    return out
+
+
+def per_class_summary(df: pd.DataFrame, final: pd.DataFrame,
+                      labels: Optional[Dict[str, str]] = None,
+                      study: Optional[Dict[str, Any]] = None) -> pd.DataFrame:
+    """The per-class table as shown (``per_class_iou.md``): one row per variant in the
+    final-mIoU table's order (``table_variant_order``; ``final``: the grouped
+    ``final_table``), its experiment, label and seeds, and per class (the dataset's order,
+    mIoU last) the final IoU in % as "mean ± std" over seeds."""
+    mean, std = per_class_table(df, study), per_class_table(df, study, "std")
+    counts = _final_rows(df).groupby("variant")["seed"].nunique()
+    labels = dict(labels or {})
+    study_variants = list((study or {}).get("variants") or [])
+    rest = [v for v in study_variants if v in mean.index] + sorted(
+        v for v in mean.index if v not in study_variants)
+    rows = []
+    for experiment, variant in table_variant_order(final, rest):
+        if variant not in mean.index:
+            continue
+        row = {"experiment": experiment, "variant": variant,
+               "description": labels.get(variant, variant), "seeds": int(counts[variant])}
+        for column in mean.columns:
+            m = mean.at[variant, column]
+            sd = std.at[variant, column] if column in std.columns and variant in std.index \
+                else float("nan")
+            row[column] = ("n/a" if pd.isna(m) else
+                           f"{m:.2f}" + (f" ± {sd:.2f}" if pd.notna(sd) else ""))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["experiment", "variant", "description", "seeds"]
+                        + list(mean.columns))
 
 
 # The files ``write_tables`` writes into a study's table folder (``paths.table``); the
@@ -428,22 +526,35 @@ def per_class_table(df: pd.DataFrame) -> pd.DataFrame:
 TABLES = ("final_miou.md", "final_miou.tex", "final_miou.csv",
           "per_class_iou.md", "per_class_iou.tex", "findings.json", "findings.md")
 
+# what each statistic of the tables is, stated under every table that shows it (the final
+# table, findings.md and the README, the notebook); ``findings.json`` carries them as notes
+STAT_NOTES = {
+    "delta": "Δ: final mIoU (%) minus its control's, paired by seed",
+    "ci": "95 % CI (unadjusted, paired over seeds)",
+    "p": "p (Holm): paired t-test, p adjusted by Holm within the experiment",
+    "mde": "MDE: the smallest Δ this design detects with 80 % power at that level (exact; "
+           "a smaller Δ can still be detected, with less power)",
+    "verdict": f"Verdict: better / worse where p (Holm) < {ALPHA:g}, else n.s.; \"n.s. "
+               "after Holm\": the unadjusted CI excludes 0, the Holm-adjusted test does not",
+}
+
 # what the final-mIoU table's numbers are (below the table, Markdown and LaTeX)
-TABLE_NOTES = (
-    "Δ: final mIoU minus its control's, paired by seed. "
-    "95 % CI: unadjusted, paired over seeds. "
-    "p: paired t-test, Holm-adjusted within the experiment. "
-    "MDE: the smallest Δ this design detects with 80 % power at the Holm level of its "
-    "experiment (exact, noncentral t). "
-    f"Verdict: follows the Holm-adjusted p (better / worse where it is below {ALPHA:g}); "
-    "n.s. after Holm: the unadjusted CI excludes 0 but the adjusted test does not reject. "
-    "A variant in several experiments has a row in each.")
+TABLE_NOTES = ". ".join(STAT_NOTES[k] for k in ("delta", "ci", "p", "mde", "verdict")) + (
+    ". A variant in several experiments has a row in each.")
+
+# what the per-class table's numbers are (below it)
+PER_CLASS_NOTE = ("Final IoU per class in % (mIoU: their mean), mean ± std over seeds at "
+                  "the last tuning step; classes in the dataset's order; rows in the order "
+                  "of the final-mIoU table, each variant once, under the first experiment "
+                  "that shows it (a control just before the first variant compared with it).")
 
 
 def _short(verdict: str) -> str:
-    """The table's one-word form of a verdict (the slides' summary has the long one)."""
+    """The table's short form of a verdict (the slides' summary has the long one); the
+    "n.s." whose unadjusted CI excludes 0 says why next to it."""
     for start, word in (("better", "better"), ("worse", "worse"),
-                        ("no difference detected after Holm", "n.s. after Holm"),
+                        ("no difference detected after Holm",
+                         "n.s. after Holm (CI unadjusted)"),
                         ("no difference", "n.s."), ("same Δ", "untestable"),
                         ("not tested", "untested")):
         if verdict.startswith(start):
@@ -488,29 +599,28 @@ def _jsonable(value):
 def findings(df: pd.DataFrame, controls: Optional[Dict[str, str]] = None,
              experiments: Optional[Dict[str, Sequence[str]]] = None,
              labels: Optional[Dict[str, str]] = None,
-             final: Optional[pd.DataFrame] = None) -> Dict[str, Any]:
+             final: Optional[pd.DataFrame] = None,
+             study: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The study's numbers in machine-readable form (``findings.json``, for the README):
-    the seeds, every comparison of ``final_table`` (NaN -> null), the reference's
-    Holm-level MDE (``reference_mde``) and its control's final mIoU and per-class IoU
-    (mean over seeds). ``final``: the grouped ``final_table``, when the caller has it."""
+    the seeds, what each statistic is (``notes``: ``STAT_NOTES``), every comparison of
+    ``final_table`` (NaN -> null), the reference's Holm-level MDE (``reference_mde``) and
+    its control's final mIoU and per-class IoU (mean over seeds; the dataset's class order
+    where ``study`` names it). ``final``: the grouped ``final_table``, when the caller has
+    it."""
     if final is None:
         final = group_by_experiment(final_table(df, controls, experiments), experiments)
     found = reference_mde(final)
     control = found["control"] if found else CONTROL
     runs = df[df["variant"] != paths.PRETRAIN]
-    per_class = per_class_table(df)
-    classes = [c for c in runs["class"].unique() if c != "mIoU"]
+    per_class = per_class_table(df, study)
+    classes = [c for c in per_class.columns if c != "mIoU"]
     control_row = per_class.loc[control] if control in per_class.index else None
     columns = list(COMPARISON_COLUMNS) + ["pairs", "family", "constant"]
     return _jsonable(dict(
         study=str(runs["study"].iloc[0]) if len(runs) and "study" in runs else None,
         seeds=sorted(int(s) for s in runs["seed"].unique()),
         alpha=ALPHA, power=POWER,
-        notes=dict(ci="95 % CI: unadjusted, paired over seeds",
-                   p="p: paired t-test, Holm-adjusted within the experiment",
-                   mde="MDE: the smallest Δ this design detects with 80 % power at the "
-                       "Holm level of its experiment (exact, noncentral t)",
-                   verdict="follows p_holm (better / worse where p_holm < alpha)"),
+        notes=dict(STAT_NOTES),
         comparisons=[{k: row[k] for k in columns} for _, row in final.iterrows()],
         labels=dict(labels or {}),
         pretrain=pretrain_plateau(df),
@@ -561,21 +671,119 @@ def render_findings(found: Dict[str, Any]) -> str:
             f"- The reference (`{ref['variant']}`) vs `{ref['control']}`: Δ "
             f"{ref['delta']:+.2f} [{ref['ci_low']:+.2f}, {ref['ci_high']:+.2f}] mIoU, "
             f"p (Holm) {ref['p_holm']:.3f}; the smallest Δ this design detects with "
-            f"{ref['power']:.0%} power at its Holm level (α = {ref['alpha']:.4f}, family of "
+            f"{ref['power'] * 100:g} % power at its Holm level (α = {ref['alpha']:.4f}, family of "
             f"{ref['family']} in experiment `{ref['experiment']}`) is "
             f"**{ref['mde_holm']:.2f} mIoU**.")
-    lines += ["", "| experiment | variant | Δ mIoU vs control [95 % CI] | p (Holm) | MDE | "
-              "verdict |", "|---|---|---|---|---|---|"]
+    lines += ["", render_comparisons(found)]
+    return "\n".join(lines)
+
+
+def _p_text(p) -> str:
+    if p is None or pd.isna(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+# the reader's comparison table (findings.md, the README, the notebook): its columns
+READER_COLUMNS = ("experiment", "variant", "Δ mIoU vs control [95 % CI]", "p (Holm)",
+                  "MDE (80 % power)", "verdict")
+
+
+def reader_table(found: Dict[str, Any]) -> pd.DataFrame:
+    """``findings.json``'s comparisons as a reader reads them, rounded text: experiment;
+    the variant's label (with " vs <its control>" where that is not ``CONTROL``); Δ and its
+    95 % CI; p (Holm); the Holm-level MDE; the short verdict (``READER_COLUMNS``). The full
+    numbers are ``final_miou.csv``."""
+    labels = found.get("labels") or {}
+
+    def num(value, fmt="+.2f"):
+        return "n/a" if value is None or pd.isna(value) else format(value, fmt)
+
+    rows = []
     for row in found["comparisons"]:
-        ci = (f"{num(row['delta'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"
-              if row.get("ci_low") is not None else num(row.get("delta")))
-        p = row.get("p_holm")
-        lines.append(f"| {row['experiment']} | {labels.get(row['variant'], row['variant'])} | "
-                     f"{ci} | {'' if p is None else ('< 0.001' if p < 0.001 else f'{p:.3f}')}"
-                     f" | {num(row.get('mde_holm'), '.2f')} | {_short(row['verdict'])} |")
+        name = labels.get(row["variant"], row["variant"])
+        if row.get("control") not in (None, CONTROL):
+            name += f" vs {labels.get(row['control'], row['control'])}"
+        if row.get("constant"):
+            delta = f"{num(row.get('delta'))} on every seed"
+        elif row.get("ci_low") is not None and not pd.isna(row["ci_low"]):
+            delta = f"{num(row['delta'])} [{num(row['ci_low'])}, {num(row['ci_high'])}]"
+        else:
+            delta = num(row.get("delta"))
+        mde = row.get("mde_holm")
+        rows.append((row["experiment"], name, delta, _p_text(row.get("p_holm")),
+                     "" if mde is None or pd.isna(mde) else f"{mde:.2f}",
+                     _short(row["verdict"])))
+    return pd.DataFrame(rows, columns=list(READER_COLUMNS))
+
+
+def render_comparisons(found: Dict[str, Any]) -> str:
+    """``reader_table`` in Markdown with what its statistics are under it (the notes of
+    ``findings.json``)."""
     notes = found.get("notes") or {}
-    lines += ["", " ".join(notes[k] + "." for k in ("ci", "p", "mde") if k in notes)]
-    return "\n".join(lines) + "\n"
+    text = ". ".join(notes[k] for k in ("delta", "ci", "p", "mde", "verdict") if k in notes)
+    return _markdown(reader_table(found), notes=text + "." if text else None)
+
+
+def conclusion(found: Dict[str, Any]) -> str:
+    """One paragraph from ``findings.json``: how many variants beat, lose to or do not
+    differ detectably from their control (a variant counts as better or worse only where
+    it is in every experiment that shows it, as ``variant_table`` says), the largest gain
+    and loss, the reference's Δ and its Holm-level MDE, the control's final mIoU."""
+    labels = found.get("labels") or {}
+    by_variant: Dict[str, List[dict]] = {}
+    for row in found["comparisons"]:
+        by_variant.setdefault(row["variant"], []).append(row)
+
+    def outcome(rows):
+        words = {_short(r["verdict"]).split(" ")[0] for r in rows}
+        if words in ({"better"}, {"worse"}):
+            return words.pop()
+        return "untested" if words <= {"untested", "untestable"} else "n.s."
+
+    def strictest(rows):  # the row with the largest Holm p: what holds in every experiment
+        return max(rows, key=lambda r: -1.0 if r.get("p_holm") is None else r["p_holm"])
+
+    def said(row):
+        return (f"*{labels.get(row['variant'], row['variant'])}*, Δ {row['delta']:+.2f} "
+                f"mIoU [95 % CI {row['ci_low']:+.2f}, {row['ci_high']:+.2f}] vs "
+                f"*{labels.get(row['control'], row['control'])}*, p (Holm) "
+                f"{_p_text(row['p_holm'])}")
+
+    outcomes = {v: outcome(rows) for v, rows in by_variant.items()}
+    count = {k: sum(o == k for o in outcomes.values())
+             for k in ("better", "worse", "n.s.", "untested")}
+    seeds = found.get("seeds") or []
+    control = found.get("control") or {}
+    start = (f"Study `{found.get('study')}`: {len(outcomes)} variants compared with their "
+             f"control over {len(seeds)} seeds (paired by seed; paired t-tests, p adjusted "
+             f"by Holm within each experiment)")
+    if control.get("final_miou") is not None:
+        start += (f"; the control, *{labels.get(control['variant'], control['variant'])}*, "
+                  f"ends at {control['final_miou']:.2f} mIoU")
+    parts = [start + ".",
+             f"{count['better']} {'is' if count['better'] == 1 else 'are'} better than their "
+             f"control in every experiment that shows them, {count['worse']} worse, and "
+             f"{count['n.s.']} show no difference this design can detect"
+             + (f"; {count['untested']} could not be tested" if count["untested"] else "")
+             + "."]
+    better = [strictest(by_variant[v]) for v, o in outcomes.items() if o == "better"]
+    worse = [strictest(by_variant[v]) for v, o in outcomes.items() if o == "worse"]
+    if better:
+        parts.append("The largest gain: " + said(max(better, key=lambda r: r["delta"])) + ".")
+    else:
+        parts.append("No variant beats its control.")
+    if worse:
+        parts.append("The largest loss: " + said(min(worse, key=lambda r: r["delta"])) + ".")
+    ref = found.get("reference")
+    if ref:
+        parts.append(
+            f"The reference configuration, *{labels.get(ref['variant'], ref['variant'])}*, "
+            f"vs *{labels.get(ref['control'], ref['control'])}*: Δ {ref['delta']:+.2f} mIoU "
+            f"[{ref['ci_low']:+.2f}, {ref['ci_high']:+.2f}]; the smallest Δ this design "
+            f"detects with {ref['power'] * 100:g} % power at its Holm level is "
+            f"{ref['mde_holm']:.2f} mIoU, so smaller effects can go unseen.")
+    return " ".join(parts)
 
 
 README_MARKERS = ("<!-- findings: generated from {path}; do not edit by hand -->",
@@ -640,21 +848,21 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "seeds": final["n"],
         "final mIoU (%)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
         "control (its mIoU)": [control_text(c) for c in final["control"]],
-        "Δ vs control (95 % CI)": [_delta_text(row) for _, row in final.iterrows()],
+        "Δ vs control [95 % CI]": [_delta_text(row) for _, row in final.iterrows()],
         "p (Holm)": [("< 0.001" if p < 0.001 else f"{p:.3f}") if pd.notna(p) else ""
                      for p in final["p_holm"]],
-        "MDE (80 %, Holm)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde_holm"]],
+        "MDE (80 % power)": [f"{m:.2f}" if pd.notna(m) else "" for m in final["mde_holm"]],
         "verdict": [_short(v) for v in final["verdict"]],
     })
-    per_class = per_class_table(df).round(2).reset_index()
+    per_class = per_class_summary(df, final, labels, study)
     texts = {
         "final_miou.md": _markdown(shown, notes=TABLE_NOTES),
         "final_miou.tex": _latex(shown, notes=TABLE_NOTES, group="experiment"),
         "final_miou.csv": final.to_csv(index=False),
-        "per_class_iou.md": _markdown(per_class),
-        "per_class_iou.tex": _latex(per_class),
+        "per_class_iou.md": _markdown(per_class, notes=PER_CLASS_NOTE),
+        "per_class_iou.tex": _latex(per_class, notes=PER_CLASS_NOTE, group="experiment"),
     }
-    found = findings(df, controls, experiments, labels, final)
+    found = findings(df, controls, experiments, labels, final, study)
     texts["findings.json"] = json.dumps(found, indent=1, ensure_ascii=False) + "\n"
     texts["findings.md"] = render_findings(found)
     assert sorted(texts) == sorted(TABLES), "TABLES names what write_tables writes"
@@ -665,6 +873,12 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         written.append(path)
     print(reference_line(reference_mde(final)))
     return written
+
+
+def markdown_table(table: pd.DataFrame, notes: Optional[str] = None) -> str:
+    """``table`` as a Markdown table (cells as ``_fmt`` writes them), ``notes`` (what its
+    numbers are) as a paragraph under it."""
+    return _markdown(table, notes)
 
 
 def _markdown(table: pd.DataFrame, notes: Optional[str] = None) -> str:
