@@ -99,6 +99,47 @@ TERMS: Dict[str, Optional[dict]] = {
 }
 
 
+def _weighted_ce(alpha: float) -> dict:
+    return dict(type="RewardLoss", estimator="weighted_ce", baseline="batch_loo", alpha=alpha)
+
+
+#: the estimators of the Cityscapes studies (configs/studies/cityscapes.yaml,
+#: cityscapes-r18.yaml): reinforce with rloo k=2 (their reference) and its other baselines,
+#: the local expectation, and weighted CE at each alpha of the baseline slides
+CITYSCAPES_TERMS: Dict[str, Optional[dict]] = {
+    "decode CE": None,
+    "aux CE": None,
+    "weighted_ce a=0.1 batch_loo": _weighted_ce(0.1),
+    "weighted_ce a=0.15 batch_loo": _weighted_ce(0.15),
+    "weighted_ce a=0.2 batch_loo": _weighted_ce(0.2),
+    "weighted_ce a=1 batch_loo": _weighted_ce(1.0),
+    "reinforce rloo2 logits image": _reinforce(baseline="rloo", num_samples=2,
+                                               sample_at="logits", normalize="image"),
+    "reinforce none image": TERMS["reinforce none image"],
+    "reinforce second_sample image": TERMS["reinforce second_sample image"],
+    "reinforce greedy image": TERMS["reinforce greedy image"],
+    "reinforce ema image": _reinforce(baseline="ema", num_samples=1, normalize="image"),
+    "local_expectation k=1 image": TERMS["local_expectation k=1 image"],
+}
+#: ``--terms`` names a set, or lists terms of any set separated by commas
+TERM_SETS: Dict[str, Dict[str, Optional[dict]]] = {"default": TERMS,
+                                                  "cityscapes": CITYSCAPES_TERMS}
+
+
+def select_terms(spec: str) -> Dict[str, Optional[dict]]:
+    """``--terms``: a set's name, or term names (of any set) separated by commas; ``decode
+    CE`` (the reference) is always measured, first."""
+    if spec in TERM_SETS:
+        return dict(TERM_SETS[spec])
+    known = {k: v for terms in TERM_SETS.values() for k, v in terms.items()}
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SystemExit(f"--terms: unknown {unknown}; sets: {sorted(TERM_SETS)}; terms: "
+                         f"{sorted(known)}")
+    return {n: known[n] for n in [REFERENCE] + [n for n in names if n != REFERENCE]}
+
+
 # ------------------------------------------------------------------ measurement core
 def param_groups(model) -> Dict[str, List[torch.nn.Parameter]]:
     """Trainable parameters of the backbone, decode head and auxiliary head."""
@@ -132,11 +173,19 @@ def _aux_losses(model, feats, data_samples) -> torch.Tensor:
 
 
 def term_losses(model, data, losses: Dict[str, torch.nn.Module], terms: Sequence[str],
-                seed: int):
+                seed: int, head_only: bool = False):
     """One forward pass; yields ``(term, loss)`` for every term, each a function of the
-    same features and decode-head logits. Every reward term starts from ``seed``."""
+    same features and decode-head logits. Every reward term starts from ``seed``. With
+    ``head_only`` the backbone runs without a graph (its features are constants): only the
+    heads' gradients can be taken, at a fraction of the cost. An ``ema`` baseline that has
+    not seen a batch yet is first primed with this one (otherwise its first step would be
+    the no-baseline estimator's)."""
     inputs, samples = data["inputs"], data["data_samples"]
-    feats = model.extract_feat(inputs)
+    if head_only:
+        with torch.no_grad():
+            feats = model.extract_feat(inputs)
+    else:
+        feats = model.extract_feat(inputs)
     head = model.decode_head
     logits = head.forward(feats)
     label = head._stack_batch_gt(samples).squeeze(1)
@@ -147,9 +196,15 @@ def term_losses(model, data, losses: Dict[str, torch.nn.Module], terms: Sequence
         elif name == "aux CE":
             yield name, _aux_losses(model, feats, samples)
         else:
+            loss = losses[name]
+            if getattr(loss, "baseline", None) == "ema" and not bool(loss.ema_initialized):
+                torch.manual_seed(seed)
+                with torch.no_grad():
+                    loss(logits.detach(), label, ignore_index=head.ignore_index,
+                         align_corners=head.align_corners)
             torch.manual_seed(seed)
-            yield name, losses[name](logits, label, ignore_index=head.ignore_index,
-                                     align_corners=head.align_corners).loss
+            yield name, loss(logits, label, ignore_index=head.ignore_index,
+                             align_corners=head.align_corners).loss
 
 
 def flat(grads, params) -> torch.Tensor:
@@ -158,12 +213,15 @@ def flat(grads, params) -> torch.Tensor:
 
 
 def measure(model, batches, losses, terms: Sequence[str], lr: float, adamw_lr: float,
-            seed: int = 0, progress: bool = False) -> Dict[str, dict]:
+            seed: int = 0, progress: bool = False, head_only: bool = False) -> Dict[str, dict]:
     """Per term: the gradient norm of every batch over each parameter group, the norm of
     the gradient averaged over the batches (``<group>_signal``), and the decode head's
     (auxiliary head's, for ``aux CE``) relative first-step update ``||dtheta||/||theta||``
-    on every batch for SGD at ``lr`` and AdamW at ``adamw_lr``. Nothing is updated."""
+    on every batch for SGD at ``lr`` and AdamW at ``adamw_lr``. Nothing is updated (BN's
+    running statistics aside). ``head_only``: no backbone gradient (its rows stay empty)."""
     groups = param_groups(model)
+    if head_only:
+        groups["backbone"] = []
     params = [p for g in GROUPS for p in groups[g]]
     sizes = [len(groups[g]) for g in GROUPS]
     theta = {g: float(torch.cat([p.detach().flatten() for p in groups[g]]).norm())
@@ -175,12 +233,14 @@ def measure(model, batches, losses, terms: Sequence[str], lr: float, adamw_lr: f
         t0 = time.perf_counter()
         step_seed = seed * 100003 + step
         torch.manual_seed(step_seed)  # dropout of the shared forward pass
-        for name, loss in term_losses(model, data, losses, terms, step_seed):
+        for name, loss in term_losses(model, data, losses, terms, step_seed, head_only):
             grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
             start = 0
             for g, n in zip(GROUPS, sizes):
                 vec = flat(grads[start:start + n], groups[g])
                 start += n
+                if not groups[g]:
+                    continue
                 rows[name][g].append(float(vec.norm()))
                 sums[name][g] = vec if g not in sums[name] else sums[name][g] + vec
                 if g == ("aux" if name == "aux CE" else "decode") and theta[g] > 0:
@@ -229,6 +289,11 @@ def head_key(term: str) -> str:
     return "aux" if term == "aux CE" else "decode"
 
 
+def _div(a: float, b: float) -> float:
+    """``a / b``; NaN where either is NaN or ``b`` is 0 (a group that was not measured)."""
+    return a / b if b and not (math.isnan(a) or math.isnan(b)) else float("nan")
+
+
 def summarise(rows: Dict[str, dict], lr: float) -> Dict[str, dict]:
     """Means over the batches and ratios to ``decode CE`` (per batch too)."""
     ref = rows[REFERENCE]
@@ -236,21 +301,21 @@ def summarise(rows: Dict[str, dict], lr: float) -> Dict[str, dict]:
     for term, row in rows.items():
         s = {}
         for g in ("backbone", "decode"):
-            own = g == "backbone" or head_key(term) == "decode"
+            own = (g == "backbone" or head_key(term) == "decode") and bool(ref[g])
             s[g] = _mean(row[g]) if own else float("nan")
-            s[g + "_ratio"] = s[g] / _mean(ref[g]) if own else float("nan")
-            s[g + "_steps"] = ([a / b for a, b in zip(row[g], ref[g])] if own else [])
+            s[g + "_ratio"] = _div(s[g], _mean(ref[g])) if own else float("nan")
+            s[g + "_steps"] = ([_div(a, b) for a, b in zip(row[g], ref[g])] if own else [])
             s[g + "_signal"] = row[g + "_signal"] if own else float("nan")
-            s[g + "_signal_ratio"] = (row[g + "_signal"] / ref[g + "_signal"]
+            s[g + "_signal_ratio"] = (_div(row[g + "_signal"], ref[g + "_signal"])
                                       if own else float("nan"))
-            s[g + "_coherence"] = s[g + "_signal"] / s[g] if own and s[g] else float("nan")
+            s[g + "_coherence"] = _div(s[g + "_signal"], s[g]) if own else float("nan")
         s["aux"] = _mean(row["aux"]) if term == "aux CE" else float("nan")
         s["sgd"], s["adamw"] = _mean(row["sgd"]), _mean(row["adamw"])
         own_head = head_key(term) == "decode"
-        s["sgd_ratio"] = s["sgd"] / _mean(ref["sgd"]) if own_head else float("nan")
-        s["adamw_ratio"] = s["adamw"] / _mean(ref["adamw"]) if own_head else float("nan")
+        s["sgd_ratio"] = _div(s["sgd"], _mean(ref["sgd"])) if own_head else float("nan")
+        s["adamw_ratio"] = _div(s["adamw"], _mean(ref["adamw"])) if own_head else float("nan")
         # SGD learning rate at which this term's decode-head step is as large as CE's at lr
-        s["lr_match"] = lr / s["decode_ratio"] if own_head and s["decode_ratio"] else float("nan")
+        s["lr_match"] = _div(lr, s["decode_ratio"]) if own_head else float("nan")
         out[term] = s
     return out
 
@@ -258,7 +323,7 @@ def summarise(rows: Dict[str, dict], lr: float) -> Dict[str, dict]:
 def format_report(summary: Dict[str, dict], lr: float, adamw_lr: float) -> List[str]:
     w = max(len(t) for t in summary) + 2
     lines = []
-    n = max(len(s["backbone_steps"]) for s in summary.values())
+    n = max(max(len(s["backbone_steps"]), len(s["decode_steps"])) for s in summary.values())
     lines.append(f"Gradient L2 norm, mean over {n} batches, and its ratio to {REFERENCE}'s "
                  "(aux CE: its own head in 'aux head')")
     head = (f"{'term':<{w}}{'backbone':>10}{'ratio':>10}{'decode':>10}{'ratio':>10}"
@@ -310,7 +375,10 @@ def format_report(summary: Dict[str, dict], lr: float, adamw_lr: float) -> List[
     return lines
 
 
-def target_line(summary: Dict[str, dict]) -> str:
+def target_line(summary: Dict[str, dict]) -> Optional[str]:
+    """PASS/MISS of the default estimator; None when it was not measured."""
+    if TARGET_TERM not in summary:
+        return None
     lo, hi = TARGET_RANGE
     ratio = summary[TARGET_TERM]["decode_ratio"]
     ok = lo <= ratio <= hi
@@ -379,11 +447,62 @@ def batches_from(cfg, model, batch: int, count: int, seed: int):
     return out
 
 
+def class_map(model_classes: Sequence[str]) -> Dict[int, int]:
+    """Synthetic-scene class index -> the model's class index, by name (all eight are
+    Cityscapes classes: road 0, sidewalk 1, building 2, sky 10, vegetation 8, car 13,
+    person 11, pole 5); ignore stays ignore."""
+    from rewardseg.data.synthetic import CLASSES
+
+    missing = [c for c in CLASSES if c not in model_classes]
+    if missing:
+        raise SystemExit(f"--size: the model's classes lack the synthetic scenes' {missing}")
+    return {i: list(model_classes).index(c) for i, c in enumerate(CLASSES)}
+
+
+def synthetic_batch(model, batch: int, size: Sequence[int], mapping: Dict[int, int],
+                    seed: int, index: int) -> dict:
+    """``batch`` synthetic street scenes (``rewardseg.data.synthetic.render_scene``, the
+    default study's scene options) rendered at ``size`` = (height, width), labels mapped
+    to the model's classes, preprocessed as a training batch (no augmentation, no crop:
+    the scene is the crop). Scene ``k`` of call ``index`` is seeded by
+    ``image_seed(seed, 'train', index * batch + k)``."""
+    import numpy as np
+    from mmengine.structures import PixelData
+    from mmseg.structures import SegDataSample
+
+    from rewardseg.data.synthetic import image_seed, render_scene
+
+    h, w = int(size[0]), int(size[1])
+    lut = np.full(256, 255, np.uint8)
+    for src, dst in mapping.items():
+        lut[src] = dst
+    inputs, samples = [], []
+    for k in range(batch):
+        img, label = render_scene(image_seed(seed, "train", index * batch + k), h, w,
+                                  dict(persons=1.5, person_size=1.5, poles=1.5,
+                                       pole_width=2.0))
+        # BGR like mmcv's loader (the preprocessor converts to RGB)
+        inputs.append(torch.from_numpy(np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))))
+        sample = SegDataSample(metainfo=dict(img_shape=(h, w), pad_shape=(h, w),
+                                             ori_shape=(h, w)))
+        sample.gt_sem_seg = PixelData(data=torch.from_numpy(lut[label].astype(np.int64))[None])
+        samples.append(sample)
+    pre = model.data_preprocessor
+    saved = (pre.size, pre.size_divisor)
+    pre.size, pre.size_divisor = (h, w), None  # the images are the crop: no padding
+    try:
+        with torch.no_grad():
+            return pre(dict(inputs=inputs, data_samples=samples), True)
+    finally:
+        pre.size, pre.size_divisor = saved
+
+
 def warm_up(model, cfg, iters: int, schedule: int, batch: int, lr: float, min_lr: float,
-            seed: int) -> None:
+            seed: int, make_batch=None) -> None:
     """Train with the model's own losses (decode + aux CE) like the study's pretraining:
     the config's SGD (momentum, weight decay), poly LR from ``lr`` to ``min_lr`` over
-    ``schedule`` iterations, stopped after ``iters``."""
+    ``schedule`` iterations, stopped after ``iters``. ``make_batch(it)``: the
+    preprocessed batch of iteration ``it`` (default: the study's train dataloader)."""
     from mmengine.runner import Runner
     from mmengine.runner.utils import set_random_seed
 
@@ -391,22 +510,26 @@ def warm_up(model, cfg, iters: int, schedule: int, batch: int, lr: float, min_lr
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=opt.get("momentum", 0.9),
                                 weight_decay=opt.get("weight_decay", 0.0))
     set_random_seed(seed)
-    loader_cfg = copy.deepcopy(cfg.train_dataloader)
-    loader_cfg["batch_size"] = batch
-    loader = iter(Runner.build_dataloader(loader_cfg, seed=seed))
+    if make_batch is None:
+        loader_cfg = copy.deepcopy(cfg.train_dataloader)
+        loader_cfg["batch_size"] = batch
+        loader = iter(Runner.build_dataloader(loader_cfg, seed=seed))
+
+        def make_batch(_):
+            return model.data_preprocessor(next(loader), True)
     model.train()
     t0 = time.perf_counter()
     for it in range(iters):
         for group in optimizer.param_groups:
             group["lr"] = (lr - min_lr) * (1 - it / schedule) ** 0.9 + min_lr
-        data = model.data_preprocessor(next(loader), True)
+        data = make_batch(it)
         optimizer.zero_grad(set_to_none=True)
         total, log = model.parse_losses(model(**data, mode="loss"))
         total.backward()
         optimizer.step()
         if (it + 1) % 20 == 0 or it + 1 == iters:
             acc = float(log.get("decode.acc_seg", float("nan")))
-            print(f"  warm-up {it + 1}/{iters}: loss {float(total):.3f}, decode acc "
+            print(f"  warm-up {it + 1}/{iters}: loss {float(total.detach()):.3f}, decode acc "
                   f"{acc:.1f}%, lr {optimizer.param_groups[0]['lr']:.2e}, "
                   f"{time.perf_counter() - t0:.0f} s", flush=True)
 
@@ -448,6 +571,22 @@ def main(argv=None) -> int:
     parser.add_argument("--data-root", default=None,
                         help="dataset (default: data/<study dataset name>; a missing "
                              "synthetic one is generated)")
+    parser.add_argument("--size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="measure on synthetic street scenes rendered at H x W "
+                             "(rewardseg.data.synthetic, labels mapped to the model's "
+                             "classes by name, no augmentation) instead of the study's "
+                             "train dataloader; no dataset is needed")
+    parser.add_argument("--warmup-size", type=int, nargs=2, default=None, metavar=("H", "W"),
+                        help="with --size: the warm-up's scene size (default: --size)")
+    parser.add_argument("--terms", default="default",
+                        help="the terms measured: a set (default: %%(default)s; "
+                             "'cityscapes': the Cityscapes studies' estimators) or names "
+                             "separated by commas")
+    parser.add_argument("--head-only", action="store_true",
+                        help="gradients of the heads only (the backbone's forward pass "
+                             "without a graph): the decode-head columns and 'SGD lr ~ CE' "
+                             "at a fraction of the cost; no backbone columns")
+    parser.add_argument("--json", default=None, help="also write the summary here")
     parser.add_argument("--batch", type=int, default=8, help="images per measured batch")
     parser.add_argument("--steps", type=int, default=8, help="measured batches")
     parser.add_argument("--lr", type=float, default=None,
@@ -456,7 +595,8 @@ def main(argv=None) -> int:
     parser.add_argument("--adamw-lr", type=float, default=1e-4)
     parser.add_argument("--warmup-iters", type=int, default=None,
                         help="CE warm-up iterations when there is no checkpoint (default: "
-                             "the study's tuning start)")
+                             "the study's tuning start; 0: the model's random init, "
+                             "backbone init none)")
     parser.add_argument("--warmup-batch", type=int, default=None,
                         help="default: the study's pretraining batch size")
     parser.add_argument("--warmup-lr", type=float, default=None,
@@ -493,7 +633,7 @@ def main(argv=None) -> int:
                                                  f"iter_{start}.pth")
     lr = args.lr if args.lr is not None else float(tuning["lr"])
     t_all = time.perf_counter()
-    if not ensure_dataset(study, data_root):
+    if args.size is None and not ensure_dataset(study, data_root):
         return 2
 
     # nothing is written there: the config only needs a work dir
@@ -504,7 +644,18 @@ def main(argv=None) -> int:
     model.init_weights()
     model.to(device)
 
-    print(f"study {study['study']}: model {os.path.relpath(config, REPO)}, data {data_root}")
+    mapping = None
+    if args.size is not None:
+        classes = cfg.train_dataloader.dataset.get("metainfo", {}).get("classes")
+        if classes is None:
+            from mmseg.registry import DATASETS
+            classes = DATASETS.get(cfg.train_dataloader.dataset.type).METAINFO["classes"]
+        mapping = class_map(classes)
+        source = (f"synthetic street scenes {args.size[0]}x{args.size[1]} (classes -> "
+                  f"model's: {mapping})")
+    else:
+        source = data_root
+    print(f"study {study['study']}: model {os.path.relpath(config, REPO)}, data {source}")
     if os.path.isfile(checkpoint):
         load_checkpoint(model, checkpoint, map_location=device, logger="silent")
         print(f"weights: checkpoint {checkpoint}")
@@ -513,43 +664,77 @@ def main(argv=None) -> int:
         wbatch = args.warmup_batch or int(base.get("batch_size", 4))
         wlr = args.warmup_lr if args.warmup_lr is not None else float(base.get("lr", 0.01))
         schedule = max(int(base.get("iters", iters)), iters)
-        print(f"weights: NO CHECKPOINT ({checkpoint} does not exist): training a CE warm-up "
-              f"first, {iters} iterations of batch {wbatch}, SGD lr {wlr:g} poly over "
-              f"{schedule} (the study's baseline up to its tuning start)", flush=True)
-        warm_up(model, cfg, iters, schedule, wbatch, wlr, float(base.get("min_lr", 1e-4)),
-                args.seed)
-        if args.save_warmup:
-            torch.save(dict(state_dict=model.state_dict(),
-                            meta=dict(warmup_iters=iters, batch=wbatch, lr=wlr)),
-                       args.save_warmup)
-            print(f"  saved to {args.save_warmup} (pass it as --checkpoint next time)")
+        if iters == 0:
+            print("weights: RANDOM (the model's init, backbone init none; --warmup-iters 0): "
+                  "near-uniform outputs, the ratios may differ from a trained model's")
+        else:
+            wsize = args.warmup_size or args.size
+            make_batch = None
+            if wsize is not None:
+                def make_batch(it, wsize=wsize):
+                    return synthetic_batch(model, wbatch, wsize, mapping, args.seed + 7, it)
+            data_text = (f"synthetic scenes {wsize[0]}x{wsize[1]}" if wsize is not None
+                         else "the study's train dataloader")
+            print(f"weights: NO CHECKPOINT ({checkpoint} does not exist): training a CE "
+                  f"warm-up first, {iters} iterations of batch {wbatch} ({data_text}), SGD lr "
+                  f"{wlr:g} poly over {schedule}", flush=True)
+            warm_up(model, cfg, iters, schedule, wbatch, wlr, float(base.get("min_lr", 1e-4)),
+                    args.seed, make_batch)
+            if args.save_warmup:
+                torch.save(dict(state_dict=model.state_dict(),
+                                meta=dict(warmup_iters=iters, batch=wbatch, lr=wlr,
+                                          size=list(wsize) if wsize else None)),
+                           args.save_warmup)
+                print(f"  saved to {args.save_warmup} (pass it as --checkpoint next time)")
 
-    batches = batches_from(cfg, model, args.batch, args.steps, args.seed + 1)
+    if args.size is not None:
+        batches = [synthetic_batch(model, args.batch, args.size, mapping, args.seed + 1, i)
+                   for i in range(args.steps)]
+    else:
+        batches = batches_from(cfg, model, args.batch, args.steps, args.seed + 1)
     n_label, n_head, head_size = valid_pixels(batches, model)
     size = tuple(batches[0]["inputs"].shape[-2:])
     print(f"measuring {len(batches)} train batches x {args.batch} images {size[0]}x{size[1]} "
           f"(head logits {head_size[0]}x{head_size[1]}; valid pixels per image, mean: "
           f"{n_label:.0f} at label resolution, {n_head:.0f} at the head's); "
+          f"{'heads only; ' if args.head_only else ''}"
           f"device {device}, {torch.get_num_threads()} torch thread(s), torch "
           f"{torch.__version__}, {platform.machine()}", flush=True)
-    terms = [t for t in TERMS if t != "aux CE" or model.with_auxiliary_head]
-    if len(terms) < len(TERMS):
+    selected = select_terms(args.terms)
+    terms = [t for t in selected if t != "aux CE" or model.with_auxiliary_head]
+    if len(terms) < len(selected):
         print("the model has no auxiliary head: no 'aux CE' term")
-    losses = build_losses(TERMS, device)
+    losses = build_losses(selected, device)
     rows = measure(model, batches, losses, terms, lr, args.adamw_lr, seed=args.seed,
-                   progress=True)
+                   progress=True, head_only=args.head_only)
     summary = summarise(rows, lr)
     print()
     for line in format_report(summary, lr, args.adamw_lr):
         print(line)
     print()
     for res in ("logits", "label"):
-        img = summary[f"reinforce rloo4 {res} image"]["decode"]
-        pix = summary[f"reinforce rloo4 {res} pixel"]["decode"]
+        img, pix = (f"reinforce rloo4 {res} image", f"reinforce rloo4 {res} pixel")
+        if img not in summary or pix not in summary:
+            continue
         n = n_head if res == "logits" else n_label
         print(f"image/pixel normalisation, rloo k=4 at {res}: decode-head norm ratio "
-              f"{img / pix:.0f} (valid pixels per image at that resolution: {n:.0f})")
-    print(target_line(summary))
+              f"{summary[img]['decode'] / summary[pix]['decode']:.0f} (valid pixels per "
+              f"image at that resolution: {n:.0f})")
+    target = target_line(summary)
+    if target:
+        print(target)
+    if args.json:
+        record = dict(study=study["study"], config=os.path.relpath(config, REPO),
+                      size=list(size), batch=args.batch, steps=len(batches), lr=lr,
+                      head_only=args.head_only, device=str(device),
+                      weights=(checkpoint if os.path.isfile(checkpoint) else
+                               dict(warmup_iters=iters, warmup_size=args.warmup_size
+                                    or args.size)),
+                      terms={t: {k: v for k, v in summary[t].items()
+                                 if not k.endswith("_steps")} for t in summary})
+        with open(args.json, "w") as fh:
+            json.dump(record, fh, indent=1, default=str)
+        print(f"summary written to {args.json}")
     print(f"total time: {time.perf_counter() - t_all:.0f} s")
     return 0
 

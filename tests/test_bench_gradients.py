@@ -1,5 +1,6 @@
 """The arithmetic of bench/bench_gradients.py on a tiny batch (one step, a few seconds)."""
 import importlib.util
+import math
 import os
 import sys
 
@@ -116,3 +117,69 @@ def test_first_update_matches_torch_optim(bench, name):
     theta.grad = grad.clone()
     opt.step()
     assert torch.allclose(theta.detach() - start, expected, rtol=1e-6, atol=0)
+
+
+def test_head_only_gives_the_same_head_gradients(bench):
+    """--head-only: the backbone runs without a graph; the heads' gradients are the same."""
+    terms = {name: bench.CITYSCAPES_TERMS[name] for name in (
+        "decode CE", "aux CE", "reinforce rloo2 logits image", "local_expectation k=1 image")}
+    model, data = tiny_model_and_batch()
+    full = bench.measure(model, [data], bench.build_losses(terms, torch.device("cpu")),
+                         list(terms), lr=0.01, adamw_lr=1e-4)
+    head = bench.measure(model, [data], bench.build_losses(terms, torch.device("cpu")),
+                         list(terms), lr=0.01, adamw_lr=1e-4, head_only=True)
+    for name in terms:
+        assert head[name]["backbone"] == [] and full[name]["backbone"][0] > 0
+        for g in ("decode", "aux", "sgd"):
+            assert head[name][g] == pytest.approx(full[name][g], rel=1e-5), (name, g)
+    summary = bench.summarise(head, lr=0.01)
+    assert math.isnan(summary["decode CE"]["backbone_ratio"])
+    assert summary["decode CE"]["lr_match"] == pytest.approx(0.01)
+    lines = bench.format_report(summary, 0.01, 1e-4)
+    assert any(line.startswith("local_expectation k=1 image") for line in lines)
+
+
+def test_select_terms(bench):
+    assert list(bench.select_terms("cityscapes")) == list(bench.CITYSCAPES_TERMS)
+    picked = bench.select_terms("reinforce ema image, weighted_ce a=1 batch_loo")
+    assert list(picked) == ["decode CE", "reinforce ema image", "weighted_ce a=1 batch_loo"]
+    with pytest.raises(SystemExit):
+        bench.select_terms("no such term")
+
+
+def test_cityscapes_model_on_synthetic_scenes(bench, tmp_path):
+    """The options the Cityscapes measurement used (bench/README.md), at a tiny size: the
+    R-18-D8 Cityscapes config, synthetic scenes mapped to its 19 classes, random weights
+    and a short CE warm-up saved and reused as --checkpoint, the Cityscapes terms, heads
+    only, a JSON summary."""
+    import json
+
+    study = os.path.join(REPO, "configs", "studies", "cityscapes-r18.yaml")
+    common = ["--study", study, "--size", "32", "64", "--terms", "cityscapes", "--head-only",
+              "--batch", "2", "--steps", "1", "--lr", "1e-3", "--threads", "0"]
+    out = tmp_path / "random.json"
+    assert bench.main(common + ["--warmup-iters", "0", "--checkpoint",
+                                str(tmp_path / "absent.pth"), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["size"] == [32, 64] and record["weights"]["warmup_iters"] == 0
+    assert list(record["terms"]) == list(bench.CITYSCAPES_TERMS)
+    assert record["terms"]["decode CE"]["lr_match"] == pytest.approx(1e-3)
+    for name, row in record["terms"].items():
+        if name != "aux CE":
+            assert 0 < row["lr_match"] < float("inf"), name
+    # the 19 Cityscapes classes: the synthetic scenes' eight by name
+    from mmseg.datasets import CityscapesDataset
+
+    mapping = bench.class_map(CityscapesDataset.METAINFO["classes"])
+    assert mapping == {0: 0, 1: 1, 2: 2, 3: 10, 4: 8, 5: 13, 6: 11, 7: 5}
+    # a CE warm-up on smaller scenes, saved, then measured from as a checkpoint
+    saved = tmp_path / "warm.pth"
+    assert bench.main(common + ["--warmup-iters", "2", "--warmup-size", "32", "32",
+                                "--warmup-batch", "2", "--warmup-lr", "0.01",
+                                "--checkpoint", str(tmp_path / "absent.pth"),
+                                "--save-warmup", str(saved)]) == 0
+    out = tmp_path / "warm.json"
+    assert bench.main(common + ["--checkpoint", str(saved), "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["weights"] == str(saved)
+    assert record["terms"]["decode CE"]["decode_ratio"] == 1.0
