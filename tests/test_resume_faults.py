@@ -386,3 +386,186 @@ def test_statistics_since_the_last_validation_survive_a_resume_between_validatio
     assert have == want
     assert train_stats_csv(smoke_env, work, tmp_path / "got") == \
         train_stats_csv(smoke_env, whole, tmp_path / "expected")
+
+
+# ---------------------------------------------------------------- mixed precision, SIGKILL
+#: A job of ``rewardseg stage`` that SIGKILLs itself at a chosen point (a real kill: no
+#: exception handler, no atexit, nothing flushed), in its own process like a SLURM job.
+#: argv[1]: JSON [spec, work_dir, kill] with kill one of None, ["iteration", k] (at the
+#: start of iteration k, after the previous checkpoint and its validation) or
+#: ["checkpoint", n] (right after iter_<n>.pth and last_checkpoint are written, before
+#: that step's validation). On a GPU it switches on deterministic algorithms first.
+KILL_DRIVER = r'''
+import json, os, signal, sys
+import rewardseg  # the compat layer before mmengine
+import torch
+from mmengine.hooks import CheckpointHook
+from mmengine.runner import IterBasedTrainLoop
+import rewardseg.runner as runner_mod
+from rewardseg import cli
+
+spec, work, kill = json.loads(sys.argv[1])
+build = runner_mod.build_run_config
+
+def deterministic(spec, *args, **kwargs):
+    cfg = build(spec, *args, **kwargs)
+    env_cfg = dict(cfg.get("env_cfg") or {})
+    env_cfg["cudnn_benchmark"] = False  # mmengine would switch benchmarking back on
+    cfg.env_cfg = env_cfg
+    return cfg
+
+if torch.cuda.is_available():
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    runner_mod.build_run_config = deterministic
+if kill and kill[0] == "checkpoint":
+    save = CheckpointHook._save_checkpoint
+    def save_then_die(self, runner):
+        save(self, runner)
+        if runner.iter + 1 == kill[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+    CheckpointHook._save_checkpoint = save_then_die
+elif kill and kill[0] == "iteration":
+    run_iter = IterBasedTrainLoop.run_iter
+    def die_in_iteration(self, data_batch):
+        if self._iter + 1 == kill[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return run_iter(self, data_batch)
+    IterBasedTrainLoop.run_iter = die_in_iteration
+sys.exit(cli.main(["stage", "--spec", json.dumps(spec), "--work-dir", work]))
+'''
+
+#: On a GPU the same job is not bit-identical even with deterministic algorithms on:
+#: torch has no deterministic kernel for some backward passes these models use (the
+#: bilinear upsampling's, ``warn_only``), whose float atomics add in any order; under
+#: fp16 the loss scale's round-off carries that on. Measured differences are recorded by
+#: bench/gpu_check.sh; these are the bounds a GPU resume must stay within.
+CUDA_TOLERANCE = dict(weight_rtol=1e-3, weight_atol=1e-5, record_rtol=1e-3, record_atol=1e-4)
+
+
+def on_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def stage_job(spec, work, kill=None, timeout=600):
+    """``rewardseg stage`` in its own process (KILL_DRIVER); the exit status and stderr."""
+    env = dict(ENV, CUBLAS_WORKSPACE_CONFIG=":4096:8", PYTHONHASHSEED="0")
+    proc = subprocess.run([os.path.join(BIN, "python"), "-c", KILL_DRIVER,
+                           json.dumps([spec, str(work), kill])],
+                          env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return proc.returncode, proc.stderr
+
+
+def close_records(have, want, rtol, atol, where=""):
+    """The same structure, numbers within ``atol + rtol * |want|`` (exactly equal when
+    both are 0); the first difference as an AssertionError naming where it is."""
+    if isinstance(want, dict):
+        assert isinstance(have, dict) and have.keys() == want.keys(), \
+            f"{where}: keys {sorted(have)} != {sorted(want)}"
+        for key in want:
+            close_records(have[key], want[key], rtol, atol, f"{where}.{key}")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(have, (list, tuple)) and len(have) == len(want), where
+        for i, (a, b) in enumerate(zip(have, want)):
+            close_records(a, b, rtol, atol, f"{where}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert abs(have - want) <= atol + rtol * abs(want), \
+            f"{where}: {have!r} vs {want!r} (tolerance {atol} + {rtol} x |value|)"
+    else:
+        assert have == want, f"{where}: {have!r} != {want!r}"
+
+
+def assert_same_records(env, got, expected, tmp_path):
+    """Every record the run writes: validations (metrics and the training means beside
+    them), ``train_stats.csv``, ``run.json``'s weight change and the final weights:
+    bit-identical on a CPU, within :data:`CUDA_TOLERANCE` on a GPU."""
+    import torch
+
+    want, have = val_records(expected), val_records(got)
+    assert [r["step"] for r in want] == [2, 4, 6, 8] and all(r["train"] for r in want)
+    assert [r["step"] for r in have] == [2, 4, 6, 8]
+    a = load_checkpoint_file(str(expected / "iter_8.pth"), map_location="cpu")["state_dict"]
+    b = load_checkpoint_file(str(got / "iter_8.pth"), map_location="cpu")["state_dict"]
+    assert b.keys() == a.keys()
+    if not on_cuda():
+        assert have == want
+        assert record(got)["weight_change"] == record(expected)["weight_change"]
+        assert train_stats_csv(env, got, tmp_path / "got") == \
+            train_stats_csv(env, expected, tmp_path / "expected")
+        for key, value in a.items():
+            assert b[key].equal(value), key
+        return
+    tol = CUDA_TOLERANCE
+    close_records(have, want, tol["record_rtol"], tol["record_atol"], "val_metrics")
+    close_records(record(got)["weight_change"], record(expected)["weight_change"],
+                  tol["record_rtol"], tol["record_atol"], "weight_change")
+    import csv
+
+    rows = [list(csv.DictReader(io.StringIO(train_stats_csv(env, w, tmp_path / n))))
+            for w, n in ((got, "got"), (expected, "expected"))]
+    close_records([{k: _number(v) for k, v in r.items()} for r in rows[0]],
+                  [{k: _number(v) for k, v in r.items()} for r in rows[1]],
+                  tol["record_rtol"], tol["record_atol"], "train_stats.csv")
+    for key, value in a.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(b[key], value, rtol=tol["weight_rtol"],
+                                       atol=tol["weight_atol"], msg=key)
+        else:
+            assert b[key].equal(value), key
+
+
+def _number(text):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@pytest.fixture(scope="module")
+def straight_jobs(smoke_env, tmp_path_factory):
+    """The uninterrupted run of each precision, as a job in its own process (the killed
+    runs are too: one thread each, the same kernels)."""
+    done = {}
+
+    def get(precision):
+        if precision not in done:
+            spec = reference_spec(smoke_env, precision=precision)
+            work = tmp_path_factory.mktemp(f"straight-{precision}") / "run"
+            code, err = stage_job(spec, work)
+            assert code == 0, err[-3000:]
+            done[precision] = work
+        return done[precision]
+
+    return get
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_mixed_precision_job_killed_twice_resumes_to_the_same_records(
+        smoke_env, straight_jobs, precision, tmp_path):
+    """bf16 / fp16 autocast on the CPU (fp16 with its dynamic loss scale, which travels in
+    the checkpoint): a job SIGKILLed in iteration 5 (after the checkpoint at 4 and its
+    validation), its rerun SIGKILLed right after the checkpoint at 6 (before the
+    validation at 6), and a third job that finishes: every record equals the
+    uninterrupted job's, bit for bit (on a GPU: within :data:`CUDA_TOLERANCE`, with
+    deterministic algorithms on)."""
+    spec = reference_spec(smoke_env, precision=precision)
+    work = tmp_path / "run"
+    code, err = stage_job(spec, work, kill=["iteration", 5])
+    assert code == -9, err[-3000:]
+    assert [r["step"] for r in val_records(work)] == [2, 4]
+    assert open(work / "last_checkpoint").read().strip().endswith("iter_4.pth")
+    code, err = stage_job(spec, work, kill=["checkpoint", 6])
+    assert code == -9, err[-3000:]
+    assert [r["step"] for r in val_records(work)] == [2, 4]
+    assert open(work / "last_checkpoint").read().strip().endswith("iter_6.pth")
+    saved = load_checkpoint_file(str(work / "iter_6.pth"), map_location="cpu")
+    scaler = saved["optimizer"]["loss_scaler"]
+    assert (scaler["scale"] > 1) if precision == "fp16" else not scaler
+    code, err = stage_job(spec, work)
+    assert code == 0, err[-3000:]
+    rec = record(work)
+    assert (rec["resumed"], rec["start_iter"], rec["iters_done"]) == (True, 6, 2)
+    assert_same_records(smoke_env, work, straight_jobs(precision), tmp_path)

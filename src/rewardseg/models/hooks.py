@@ -109,10 +109,15 @@ class RNGStateHook(Hook):
 
     @staticmethod
     def _restore(state):
-        torch.set_rng_state(state["torch"])
+        """Put a saved state back. The generators take CPU byte tensors only, and on a GPU
+        mmengine's ``Runner.resume`` loads the whole checkpoint onto the GPU
+        (``map_location=get_device()``), these states included: they are brought back
+        to the CPU first (without it every resume on a GPU failed: "RNG state must be a
+        torch.ByteTensor")."""
+        torch.set_rng_state(state["torch"].cpu())
         if "cuda" in state and torch.cuda.is_available():
             if len(state["cuda"]) == torch.cuda.device_count():
-                torch.cuda.set_rng_state_all(state["cuda"])
+                torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
     @classmethod
     def _gather(cls, state=None) -> list:
