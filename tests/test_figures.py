@@ -9,9 +9,10 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
+from unittest.mock import ANY
 
 from conftest import ENV, REPO, copy_workflow
-from rewardseg import figures, paths
+from rewardseg import figures, paths, vocabulary
 from rewardseg.cli import main as cli
 from rewardseg.results import TABLES
 from rewardseg.study import experiments, load_study, variant_fields
@@ -64,7 +65,8 @@ def tables(study, tmp_path_factory):
 def drawable(study):
     """The figures drawn from the tables alone (the qualitative panel loads trained
     models: the workflow test draws it)."""
-    return [n for n in figures.names(study) if "runs" not in figures.resolve(n)[0].needs]
+    return [n for n in figures.names(study)
+            if set(figures.resolve(n)[0].needs) <= {"metrics", "stats"}]
 
 
 def test_importing_the_registry_is_cheap():
@@ -114,16 +116,33 @@ def test_experiment_trend_comes_from_the_pretraining_rows(study, tables):
 
     metrics = pd.read_csv(tables[0])
     start = variant_fields(study, "reference")["start"]
+    iters = variant_fields(study, "reference")["iters"]
     fig = figures.build("exp_weights", study, metrics=metrics)
     try:
-        lines = {line.get_label(): line for line in fig.axes[0].get_lines()}
+        ax = fig.axes[0]
+        lines = {line.get_label(): line for line in ax.get_lines()}
         trend = lines[TREND]
-        pre = metrics[(metrics.variant == paths.PRETRAIN) & (metrics.step >= start)]
-        assert list(trend.get_xdata()) == [0, start]  # the pretraining's steps from the start
-        assert list(trend.get_ydata()) == list(pre.sort_values("step")["IoU"])
+        pre = metrics[metrics.variant == paths.PRETRAIN].sort_values("step")
+        # the pretraining's evaluations from the last one before the window to the first
+        # after it, in steps from the start
+        assert list(trend.get_xdata()) == list(pre["step"] - start)
+        assert list(trend.get_ydata()) == list(pre["IoU"])
         assert f"pretraining at step {start}" in lines
-        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
         assert TREND in legend and "CE (control)" in legend
+        # the axis is the tuning window (and a short stretch of pretraining before it),
+        # not the pretraining's range
+        left, right = ax.get_xlim()
+        assert -0.2 * iters <= left < 0 and iters <= right <= 1.05 * iters
+        # the y range is what is drawn inside the window: the variants' curves
+        means = metrics[(metrics["class"] == "mIoU") & (metrics.variant != paths.PRETRAIN)]
+        means = means.groupby(["variant", "step"])["IoU"].mean()
+        bottom, top = ax.get_ylim()
+        assert bottom <= means.min() and means.max() <= top
+        assert bottom > pre["IoU"].min()  # the pretraining before the window: not in it
+        # the question in words, not the experiment's code name
+        question = ax.get_title().split("\n")[0]
+        assert question == vocabulary.experiment_question("weights") != "weights"
     finally:
         plt.close(fig)
 
@@ -145,15 +164,16 @@ def test_an_experiment_with_several_starts_puts_each_curve_at_its_own(study, tab
     try:
         ax = fig.axes[0]
         lines = {line.get_label(): line for line in ax.get_lines()}
-        starts = {variant_fields(study, v)["start"] for v in ("reference", "late")}
-        assert len(starts) == 2 and {f"pretraining at step {s}" for s in starts} <= set(lines)
-        assert lines[TREND].get_xdata()[0] == min(starts)  # absolute iterations
+        starts = {v: variant_fields(study, v)["start"] for v in ("reference", "late")}
+        assert len(set(starts.values())) == 2
+        assert {f"pretraining at step {s}" for s in starts.values()} <= set(lines)
         assert "own start" in ax.get_xlabel()
-        # the seaborn curves (the axhlines have axes x-coordinates [0, 1])
-        firsts = {float(min(line.get_xdata())) for line in ax.get_lines()
-                  if line.get_label().startswith("_") and list(line.get_xdata()) != [0, 1]
-                  and len(line.get_xdata()) > 1}
-        assert firsts == {float(s) for s in starts}
+        labels = {"reference": "reinforce, rloo k=2", "late": "late"}
+        for variant, label in labels.items():  # absolute iterations, each from its start
+            assert lines[label].get_xdata()[0] == starts[variant]
+        left, right = ax.get_xlim()
+        end = max(starts.values()) + variant_fields(study, "late")["iters"]
+        assert left < min(starts.values()) and right >= end
     finally:
         plt.close(fig)
 
@@ -417,8 +437,8 @@ def test_reward_gap_names_the_runs_recorded_before_the_new_statistics(study):
         notes = {key: " ".join(t.get_text() for t in ax.texts) for key, ax in axes.items()}
         assert "older results" in notes[("bottom", "REINFORCE")]
         assert "reference seed 1" in notes[("bottom", "REINFORCE")]
-        assert "wce seed 0, wce seed 1" in notes[("top", "weighted CE")]
-        assert "wce seed 0, wce seed 1" in notes[("bottom", "weighted CE")]
+        assert "wce seed 0\nwce seed 1" in notes[("top", "weighted CE")]  # one per line
+        assert "wce seed 0\nwce seed 1" in notes[("bottom", "weighted CE")]
         # the seed that has them is still drawn
         ref = lines_of(axes[("top", "REINFORCE")])
         assert ref["reinforce, rloo k=2: argmax"][1] == [pytest.approx(52.0),
@@ -524,3 +544,190 @@ def test_a_registered_figure_gets_its_rule_without_other_edits(workflow_copy):
     block = block[:block.index("jobid")]
     assert paths.study_result("smoke", "train_stats.csv") in block
     assert paths.study_result("smoke", "metrics.csv") not in block
+
+
+# ---------------------------------------------------------------- one look for every figure
+def drawn_colours(fig, labels):
+    """{variant label: colours it is drawn in} over a figure's lines (a reward_gap line is
+    labelled "<label>: <quantity>") and heat-map row swatches."""
+    from matplotlib.colors import to_hex
+
+    found = {}
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            label = line.get_label()
+            label = label.split(" (mIoU ")[0]
+            for name in labels:
+                if label == name or label.startswith(name + ": "):
+                    found.setdefault(name, set()).add(to_hex(line.get_color()))
+        rows = [t.get_text().split(" (vs ")[0] for t in ax.get_yticklabels()]
+        for collection in ax.collections:
+            colours = collection.get_facecolors()
+            if collection.get_offsets().shape[0] == len(rows) == len(colours) and rows:
+                for row, colour in zip(rows, colours):
+                    found.setdefault(row, set()).add(to_hex(colour))
+    return found
+
+
+def test_a_variant_has_one_colour_in_every_figure(study, tables):
+    import matplotlib.pyplot as plt
+
+    palette = figures.variant_colours(study)
+    labels = {label: variant for variant, label in
+              __import__("rewardseg.study", fromlist=["labels"]).labels(study).items()}
+    # the control dark grey, the reference blue, every variant its own colour
+    assert palette["control"] == figures.CONTROL_COLOURS[0]
+    assert palette["reference"] == figures.REFERENCE_COLOUR
+    assert len(set(palette.values())) == len(palette)
+    metrics, stats = tables
+    seen = {}
+    for name in drawable(study):
+        fig = figures.build(name, study, metrics=metrics, stats=stats)
+        try:
+            for label, colours in drawn_colours(fig, labels).items():
+                assert colours == {palette[labels[label]]}, (name, label, colours)
+                seen.setdefault(labels[label], set()).add(name)
+        finally:
+            plt.close(fig)
+    for figure in ("exp_weights", "delta_vs_control", "estimator_variance", "training_reward",
+                   "weight_change", "per_class_delta", "reward_gap"):
+        assert any(figure in names for names in seen.values()), figure
+    assert set(seen) == set(study["variants"])
+
+
+def test_the_palette_follows_the_study_order_and_keeps_colours_when_a_variant_is_added(study):
+    import copy
+
+    bigger = copy.deepcopy(study)
+    for i in range(20):
+        bigger["variants"][f"extra{i}"] = dict(lr=1e-3 * (i + 1), experiment="weights")
+    small, large = figures.variant_colours(study), figures.variant_colours(bigger)
+    assert {v: large[v] for v in small} == small
+    assert list(large) == list(bigger["variants"])
+    others = [c for v, c in large.items() if v not in ("control", "reference")]
+    n = len(figures.VARIANT_COLOURS)
+    assert len(set(others[:n])) == n  # distinct until the list is used up
+    assert not set(others) & {figures.REFERENCE_COLOUR, *figures.CONTROL_COLOURS}
+    # a study without a variant called control or reference: the most compared-with
+    # variant is the dark one, the one without fields of its own the blue one
+    renamed = copy.deepcopy(study)
+    renamed["variants"] = {("ce" if v == "control" else "base" if v == "reference" else v):
+                           dict(f or {}) for v, f in study["variants"].items()}
+    for fields in renamed["variants"].values():
+        fields.setdefault("control", "ce")
+    renamed["variants"]["ce"].pop("control")
+    colours = figures.variant_colours(renamed)
+    assert colours["ce"] == figures.CONTROL_COLOURS[0]
+    assert colours["base"] == figures.REFERENCE_COLOUR
+
+
+def png_text(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return dict(image.info), image.size
+
+
+def test_save_writes_the_smallest_text_size_into_the_png(tmp_path):
+    import matplotlib.pyplot as plt
+
+    fig, (ax, off) = plt.subplots(1, 2, figsize=(4, 3))
+    ax.plot([0, 1], [0, 1], label="a line")
+    ax.set_title("title", fontsize=20)
+    ax.set_xlabel("x", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7.5)
+    ax.text(0.5, 0.5, "hidden", fontsize=2).set_visible(False)  # not drawn: not counted
+    ax.text(0.5, 0.2, "", fontsize=1)                            # empty: not counted
+    off.tick_params(labelsize=3)
+    off.set_axis_off()                                           # its ticks are not drawn
+    off.text(0.5, 0.5, "annotation", fontsize=9)
+    assert figures.min_text_px(fig, 100) == pytest.approx(7.5 * 100 / 72)
+    out = str(tmp_path / "f.png")
+    figures.save(fig, out, dpi=100)
+    info, _ = png_text(out)
+    assert float(info["min_text_px"]) == pytest.approx(7.5 * 100 / 72, abs=0.01)
+    fig, ax = plt.subplots()
+    ax.set_axis_off()
+    assert figures.min_text_px(fig, 100) == 0.0
+    plt.close(fig)
+
+
+def test_every_figure_is_legible_on_a_slide(study, tables, tmp_path):
+    """Shown SLIDE_PX high (the deck's ``h:440``) on a 1280 x 720 slide, or narrower when
+    the slide's width limits it, every figure's smallest text is at least 12 px."""
+    metrics, stats = tables
+    for name in drawable(study):
+        out = str(tmp_path / f"{name}.png")
+        figures.draw(name, study, out, metrics=metrics, stats=stats)
+        info, (width, height) = png_text(out)
+        scale = min(figures.SLIDE_PX / height, 1100 / width)
+        assert float(info["min_text_px"]) * scale >= 12.0, (name, info["min_text_px"])
+
+
+def test_delta_figure_keeps_small_effects_visible_next_to_a_collapse(study, tables):
+    import matplotlib.pyplot as plt
+
+    metrics = pd.read_csv(tables[0])
+    fig = figures.build("delta_vs_control", study, metrics=metrics)
+    try:
+        assert fig.axes[0].get_xscale() == "linear"  # nothing large: a plain axis
+    finally:
+        plt.close(fig)
+    final = metrics["step"] == metrics[metrics["variant"] == "wce"]["step"].max()
+    collapse = (metrics["variant"] == "wce") & final & (metrics["seed"] == 0)
+    metrics.loc[collapse, "IoU"] -= 40.0
+    metrics.loc[(metrics["variant"] == "wce") & final & (metrics["seed"] == 1), "IoU"] -= 44.0
+    fig = figures.build("delta_vs_control", study, metrics=metrics)
+    try:
+        ax = fig.axes[0]
+        assert ax.get_xscale() == "symlog"
+        assert "symmetric log" in ax.get_xlabel()
+        written = " ".join(t.get_text() for t in ax.texts)
+        assert "95 % CI" in written
+        legend = " ".join(t.get_text() for t in fig.legends[0].get_texts())
+        assert "unadjusted, paired over seeds" in legend and "Holm" in legend
+    finally:
+        plt.close(fig)
+
+
+def test_estimator_variance_marks_the_runs_whose_miou_fell(study, tables):
+    import matplotlib.pyplot as plt
+
+    metrics, stats = pd.read_csv(tables[0]), pd.read_csv(tables[1])
+    last = metrics["step"] == metrics[metrics["variant"] == "wce"]["step"].max()
+    metrics.loc[(metrics["variant"] == "wce") & last, "IoU"] -= 30.0
+    metrics.loc[(metrics["variant"] == "reference") & last, "IoU"] += 30.0
+    fig = figures.build("estimator_variance", study, metrics=metrics, stats=stats)
+    try:
+        lines = {line.get_label(): line for ax in fig.axes for line in ax.get_lines()}
+        fell = [label for label in lines if label.startswith("weighted CE (mIoU ")]
+        assert len(fell) == 1 and lines[fell[0]].get_linestyle() == "--"
+        assert lines["reinforce, rloo k=2"].get_linestyle() == "-"
+        titles = [ax.get_title().split("\n")[0] for ax in fig.axes if ax.get_title()]
+        assert titles == ["weighted CE", "REINFORCE"]  # one panel per estimator, as titled
+        assert "per step" in fig._suptitle.get_text() and "baseline" not in \
+            fig._suptitle.get_text()
+    finally:
+        plt.close(fig)
+
+
+def test_training_reward_puts_each_measure_on_its_own_axis_in_percent(study, tables):
+    import matplotlib.pyplot as plt
+
+    stats = pd.read_csv(tables[1])
+    fig = figures.build("training_reward", study, stats=stats)
+    try:
+        panels = {ax.get_title(): {line.get_label(): list(line.get_ydata())
+                                   for line in ax.get_lines()} for ax in fig.axes}
+        assert panels == {
+            figures.REWARD_MEASURES["sampled"]: {"reinforce, rloo k=2": pytest.approx(
+                list(stats[(stats.variant == "reference")
+                           & (stats.stat == "decode.reward_miou_train")]
+                     .groupby("step")["value"].mean() * 100))},
+            figures.REWARD_MEASURES["sampled_weighted"]: {"class weights s=0.05": ANY},
+            figures.REWARD_MEASURES["argmax"]: {"weighted CE": ANY}}
+        assert not [ax.get_legend() for ax in fig.axes if ax.get_legend()]  # outside
+        assert fig.legends
+    finally:
+        plt.close(fig)

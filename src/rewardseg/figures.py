@@ -28,9 +28,11 @@ from . import paths
 from .study import controls, experiments, labels as variant_labels, variant_fields
 from .vocabulary import ESTIMATOR_TITLES, LOGGED_ADVANTAGE
 
-# What a figure may need: the study's metrics.csv, its train_stats.csv, and the finished
-# tuning runs of one seed (under ``work_root``; the qualitative panel loads their models).
-NEEDS = ("metrics", "stats", "runs")
+# What a figure may need: the study's metrics.csv, its train_stats.csv, and the
+# predictions.npz of the qualitative panel (:func:`qualitative_predictions`).
+NEEDS = ("metrics", "stats", "predictions")
+NEED_FILES = {"metrics": "metrics.csv", "stats": "train_stats.csv",
+              "predictions": "predictions.npz"}
 _FIELD = re.compile(r"\{(\w+)\}")
 
 
@@ -116,156 +118,358 @@ def resolve(name: str) -> Tuple[FigureSpec, Dict[str, str]]:
     raise ValueError(f"unknown figure {name!r}; registered: {', '.join(FIGURES)}")
 
 
-def build(name: str, study: dict, metrics=None, stats=None, work_root: str = paths.WORK,
-          seed: int = 0):
+def build(name: str, study: dict, metrics=None, stats=None, predictions=None):
     """The Figure ``name`` of a study. ``metrics`` / ``stats``: a path to metrics.csv /
-    train_stats.csv or the DataFrame read from it; ``work_root`` and ``seed``: where the
-    finished runs are, for figures that need them."""
+    train_stats.csv or the DataFrame read from it; ``predictions``: a path to
+    predictions.npz or the arrays loaded from it (:func:`load_predictions`)."""
     import pandas as pd
 
     spec, values = resolve(name)
-    given = dict(metrics=metrics, stats=stats)
+    given = dict(metrics=metrics, stats=stats, predictions=predictions)
     kwargs: Dict[str, Any] = {}
     for need in spec.needs:
-        if need == "runs":
-            kwargs.update(work_root=work_root, seed=int(seed))
-            continue
-        if given[need] is None:
-            raise ValueError(f"figure {name!r} needs {need} (the study's "
-                             f"{'metrics.csv' if need == 'metrics' else 'train_stats.csv'})")
         value = given[need]
-        kwargs[need] = pd.read_csv(value) if isinstance(value, (str, os.PathLike)) else value
+        if value is None:
+            raise ValueError(f"figure {name!r} needs {need} (the study's "
+                             f"{NEED_FILES[need]})")
+        if isinstance(value, (str, os.PathLike)):
+            value = load_predictions(value) if need == "predictions" else pd.read_csv(value)
+        kwargs[need] = value
     return spec.fn(study, **kwargs, **values)
 
 
 def save(fig, out_png: str, dpi: int = 130) -> List[str]:
-    """Write ``fig`` as ``out_png`` and a PDF beside it, then close it."""
+    """Write ``fig`` as ``out_png`` and a PDF beside it, then close it. The PNG carries
+    ``min_text_px`` (a tEXt chunk): its smallest text in PNG pixels (:func:`min_text_px`),
+    so that whoever shows it at another size can tell how large that text appears."""
     import matplotlib.pyplot as plt
 
     os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
-    fig.savefig(out_png, dpi=dpi)
+    smallest = min_text_px(fig, dpi)
+    fig.savefig(out_png, dpi=dpi, metadata={"min_text_px": f"{smallest:.2f}"})
     pdf = os.path.splitext(out_png)[0] + ".pdf"
     fig.savefig(pdf)
     plt.close(fig)
     return [out_png, pdf]
 
 
+def shown_texts(fig) -> list:
+    """The Text artists of ``fig`` that are drawn: visible themselves and all the way up,
+    with some text; an axes with its axis turned off draws no tick or axis label."""
+    from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
+    from matplotlib.text import Text
+
+    found, stack, seen = [], [fig], set()
+    while stack:
+        artist = stack.pop()
+        if id(artist) in seen or not artist.get_visible():
+            continue
+        seen.add(id(artist))
+        if isinstance(artist, Text):
+            if artist.get_text().strip():
+                found.append(artist)
+            continue  # an Annotation's children are its arrow
+        children = artist.get_children()
+        if isinstance(artist, Axes) and not artist.axison:
+            children = [c for c in children if not isinstance(c, Axis)]
+        stack.extend(children)
+    return found
+
+
+def min_text_px(fig, dpi: Optional[float] = None) -> float:
+    """The smallest drawn text of ``fig`` (:func:`shown_texts`: titles, labels, tick
+    labels, legends, annotations) in pixels of the image saved at ``dpi`` (points × dpi /
+    72); shown at another width, it scales with the width. 0 for a figure without text."""
+    dpi = float(dpi or fig.dpi)
+    sizes = [text.get_fontsize() for text in shown_texts(fig)]
+    return min(sizes) * dpi / 72.0 if sizes else 0.0
+
+
 def draw(name: str, study: dict, out_png: str, metrics=None, stats=None,
-         work_root: str = paths.WORK, seed: int = 0) -> List[str]:
+         predictions=None) -> List[str]:
     """Build figure ``name`` and write it (PNG + PDF); returns the paths written."""
     spec, _ = resolve(name)
-    fig = build(name, study, metrics=metrics, stats=stats, work_root=work_root, seed=seed)
+    fig = build(name, study, metrics=metrics, stats=stats, predictions=predictions)
     return save(fig, out_png, dpi=spec.dpi)
 
 
+# ---------------------------------------------------------------- style
+# Every figure is drawn for a 1280 × 720 slide that shows it SLIDE_PX high (``![h:440]`` in
+# paper/slides.md): at FIGSIZE and 130 dpi, TEXT_PT (the smallest text) is 12.4 px there.
+FIGSIZE = (12.8, 5.4)
+SLIDE_PX = 440
+TEXT_PT = 11.0
+TITLE_PT = 13.0
+# one colour (and marker) per variant in every figure: the control dark, the reference
+# blue, the others in the study's order
+CONTROL_COLOURS = ("#222222", "#777777", "#a8a8a8")
+REFERENCE_COLOUR = "#1f77b4"
+VARIANT_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+                   "#17becf", "#bcbd22", "#393b79", "#637939", "#d6616b", "#7b4173",
+                   "#e7ba52", "#00a087")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
+TREND_COLOUR = "#444444"
+
+
+def control_variants(study: dict) -> List[str]:
+    """The variants that some other variant is compared with, the most compared first
+    (then in the study's order)."""
+    of = controls(study)
+    count: Dict[str, int] = {}
+    for variant, control in of.items():
+        if control != variant:
+            count[control] = count.get(control, 0) + 1
+    order = list(study["variants"])
+    return sorted(count, key=lambda v: (-count[v], order.index(v)))
+
+
+def reference_variant(study: dict) -> Optional[str]:
+    """The variant that is the study's reference tuning (no field of its own but its label,
+    experiments and control), else one called ``reference``, else None."""
+    own = {"label", "experiment", "control"}
+    for name, fields in study["variants"].items():
+        if not set(fields or {}) - own and name not in control_variants(study):
+            return name
+    return "reference" if "reference" in study["variants"] else None
+
+
+def variant_colours(study: dict) -> Dict[str, str]:
+    """Variant -> its colour in every figure of the study: the control(s) dark grey, the
+    reference blue, the others from a fixed list in the study's variant order (cycling
+    after 14)."""
+    found = {}
+    for i, control in enumerate(control_variants(study)):
+        found[control] = CONTROL_COLOURS[min(i, len(CONTROL_COLOURS) - 1)]
+    reference = reference_variant(study)
+    if reference and reference not in found:
+        found[reference] = REFERENCE_COLOUR
+    others = [v for v in study["variants"] if v not in found]
+    for i, variant in enumerate(others):
+        found[variant] = VARIANT_COLOURS[i % len(VARIANT_COLOURS)]
+    return {v: found[v] for v in study["variants"]}
+
+
+def variant_markers(study: dict) -> Dict[str, str]:
+    """Variant -> its marker in line plots (in the study's order): with the colour, it
+    tells apart lines of similar hue."""
+    return {v: MARKERS[i % len(MARKERS)] for i, v in enumerate(study["variants"])}
+
+
+def _mean_line(ax, values, colour: str, label: str, marker: str = "o", band: bool = True,
+               x_shift: float = 0.0, **style):
+    """Mean over seeds per step (``values``: rows with ``step`` and ``value``) and its
+    95 % Student-t band; returns (x, mean, half-width)."""
+    x, mean, half = _mean_band(values)
+    x = x + x_shift
+    style = dict(dict(lw=2, markersize=6), **style)
+    ax.plot(x, mean, color=colour, marker=marker, label=label, **style)
+    if band:
+        ax.fill_between(x, mean - half, mean + half, color=colour, alpha=0.15, lw=0)
+    return x, mean, half
+
+
+def _legend_outside(fig, ax_or_fig, handles=None, title: Optional[str] = None):
+    """A legend to the right of the data (of ``ax_or_fig``: one axes, or the figure)."""
+    kwargs = dict(fontsize=TEXT_PT, frameon=False, title=title, title_fontsize=TEXT_PT,
+                  alignment="left")
+    if handles is not None:
+        kwargs["handles"] = handles
+    if ax_or_fig is fig:
+        return fig.legend(loc="center left", bbox_to_anchor=(0.0, 0.5), **kwargs)
+    return ax_or_fig.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0,
+                            **kwargs)
+
+
+def _fit_right_legend(fig, legend, top: float = 1.0, bottom: float = 0.0) -> None:
+    """tight_layout for the axes, leaving the figure's right side to a figure legend."""
+    fig.canvas.draw()
+    width = legend.get_window_extent().width / fig.bbox.width
+    fig.tight_layout(rect=(0, bottom, 0.985 - width, top))
+    legend.set_bbox_to_anchor((0.99 - width, 0.5 * (top + bottom)), transform=fig.transFigure)
+
+
 # ---------------------------------------------------------------- the figures
-def _lines_per_variant(ax, data, labels: Dict[str, str], x: str = "step", y: str = "value",
-                       **style) -> None:
-    """One line per variant (its label), mean and 95 % band over seeds."""
-    import seaborn as sns
-
-    data = data.assign(label=data["variant"].map(lambda v: labels.get(v, v)))
-    sns.lineplot(data=data, x=x, y=y, hue="label", errorbar=("ci", 95), n_boot=500, seed=0,
-                 ax=ax, **style)
-
 
 @figure("exp_{experiment}", needs=("metrics",), each=lambda study: list(experiments(study)),
-        caption="Study ``{study}``, experiment ``{experiment}``: validation mIoU of its "
-                "variants over the fine-tuning steps (mean and 95 % band over seeds) next "
-                "to the CE control, the CE pretraining continuing its own schedule "
-                "(dash-dotted) and its level at the start checkpoint (dotted).")
+        caption="Study ``{study}``, experiment ``{experiment}``: validation mIoU (%) of its "
+                "variants over the fine-tuning window (mean and 95 % band over seeds) next "
+                "to the CE control; as context, the CE pretraining continuing its own "
+                "schedule (dash-dotted, shaded before the start) and its level at the "
+                "start checkpoint (dotted).")
 def experiment_figure(study: dict, metrics, experiment: str):
-    """mIoU vs tuning step per variant of an experiment: mean and 95 % band over seeds;
+    """mIoU (%) vs tuning step per variant of an experiment over the tuning window: mean
+    and 95 % Student-t band over seeds, one colour per variant (:func:`variant_colours`);
     the CE pretraining's own trend over the same steps (dash-dotted) and its level at the
-    start."""
+    start (dotted), with a short stretch of pretraining before the start as context."""
     import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .vocabulary import experiment_question
 
     groups = experiments(study)
     if experiment not in groups:
         raise ValueError(f"study {study['study']!r} has no experiment {experiment!r}; "
                          f"it has: {', '.join(groups)}")
     variants = groups[experiment]
-    labels = variant_labels(study)
-    start_of = {v: variant_fields(study, v)["start"] for v in variants}
+    labels, colours = variant_labels(study), variant_colours(study)
+    markers = variant_markers(study)
+    fields = {v: variant_fields(study, v) for v in variants}
+    start_of = {v: fields[v]["start"] for v in variants}
     starts = sorted(set(start_of.values()))
-    title = f"{study['study']}: {experiment.replace('_', ' ')} (mean, 95 % CI over seeds)"
     miou = metrics[metrics["class"] == "mIoU"]
-    sub = miou[miou["variant"].isin(variants)].copy()
-    pre = miou[miou["variant"] == paths.PRETRAIN].sort_values("step")
+    sub = miou[miou["variant"].isin(variants)].rename(columns={"IoU": "value"})
+    pre = miou[miou["variant"] == paths.PRETRAIN].groupby("step")["IoU"].mean().sort_index()
     # one start: steps from it; several: pretraining iterations, each curve at its own start
-    offset = 0 if len(starts) > 1 else starts[0]
-    sub["x"] = sub["step"] + (sub["variant"].map(start_of) if offset == 0 else 0)
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    _lines_per_variant(ax, sub, labels, x="x", y="IoU", marker="o", markersize=3)
-    trend = pre[pre["step"] >= min(starts)]
+    offset = starts[0] if len(starts) == 1 else 0
+    ends = [start_of[v] + fields[v]["iters"] for v in variants]
+    if len(sub):
+        ends += list(sub["step"] + sub["variant"].map(start_of))
+    lo, hi = min(starts) - offset, max(ends) - offset
+    context = 0.1 * (hi - lo)  # the pretraining before the start, shown as context
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.axvspan(lo - context, lo, color="0.92", lw=0, zorder=0)
+    ax.text(lo - context / 2, 0.02, "CE pre-\ntraining", transform=ax.get_xaxis_transform(),
+            ha="center", va="bottom", fontsize=TEXT_PT, color="0.35")
+    visible = []  # the y values drawn inside the window
+    seeds = 0
+    for variant in variants:
+        mine = sub[sub["variant"] == variant]
+        if mine.empty:
+            continue
+        seeds = max(seeds, mine["seed"].nunique())
+        control = variant in control_variants(study)
+        x, mean, half = _mean_line(ax, mine, colours[variant], labels.get(variant, variant),
+                                   marker=markers[variant],
+                                   x_shift=start_of[variant] - offset,
+                                   lw=2.6 if control else 2, zorder=3 if control else 2)
+        visible += list(mean - half) + list(mean + half)
+    # the pretraining from its last evaluation before the shown stretch to its first after
+    first = pre[pre.index <= lo + offset - context].index.max()
+    last = pre[pre.index >= hi + offset].index.min()
+    trend = pre[(pre.index >= (first if first == first else -np.inf))
+                & (pre.index <= (last if last == last else np.inf))]
     if len(trend):
-        ax.plot(trend["step"] - offset, trend["IoU"], "k-.", lw=1.2,
-                label="CE pretraining, own schedule (trend)")
+        tx = trend.index.to_numpy(dtype=float) - offset
+        ax.plot(tx, trend.to_numpy(), "-.", color=TREND_COLOUR, lw=2,
+                label="CE pretraining, own schedule (trend)", zorder=1)
+        inside = np.linspace(lo - context, hi, 50)
+        inside = inside[(inside >= tx.min()) & (inside <= tx.max())]
+        visible += list(np.interp(inside, tx, trend.to_numpy()))
     for start in starts:
-        level = pre[pre["step"] == start]["IoU"]
-        if len(level):
-            ax.axhline(float(level.iloc[0]), color="grey", ls=":", lw=1,
-                       label=f"pretraining at step {start}")
-    ax.set_xlabel(f"fine-tuning step (from CE checkpoint at iteration {offset})" if offset
-                  else "iteration (each variant's curve starts at its own start checkpoint)")
-    ax.set_ylabel("validation mIoU (%)")
-    ax.set_title(title)
-    ax.legend(fontsize=7, loc="best")
+        if start in pre.index:
+            level = float(pre.loc[start])
+            ax.axhline(level, color=TREND_COLOUR, ls=":", lw=1.5,
+                       label=f"pretraining at step {start}", zorder=1)
+            visible.append(level)
+    ax.axvline(lo, color="0.5", lw=1)
+    ax.set_xlim(lo - context, hi + 0.02 * (hi - lo))
+    if visible:
+        bottom, top = float(np.nanmin(visible)), float(np.nanmax(visible))
+        pad = 0.08 * max(top - bottom, 0.5)
+        ax.set_ylim(bottom - pad, top + pad)
+    ax.set_xlabel(f"fine-tuning step (0: the CE checkpoint at iteration {offset})" if offset
+                  else "pretraining iteration (each variant from its own start checkpoint)",
+                  fontsize=TEXT_PT + 1)
+    ax.set_ylabel("validation mIoU (%)", fontsize=TEXT_PT + 1)
+    ax.tick_params(which="both", labelsize=TEXT_PT)
+    ax.set_title(f"{experiment_question(experiment)}\n"
+                 f"(mean and 95 % CI over {seeds} seeds)", fontsize=TITLE_PT)
     ax.grid(alpha=0.3)
+    legend = _legend_outside(fig, ax)
     fig.tight_layout()
     return fig
 
 
+DELTA_SYMLOG_AT = 8.0  # points: a Δ or CI end beyond it puts the axis on a symmetric log scale
+DELTA_LINEAR = 2.0     # points: the symmetric log axis is linear within ± this
+
+
 @figure("delta_vs_control", needs=("metrics",),
-        caption="Study ``{study}``: final mIoU of each variant minus its control's, "
-                "paired by seed, with unadjusted 95 % confidence intervals; the colour is "
-                "the verdict of the paired t-test, Holm-adjusted within each experiment (a "
-                "variant in several experiments: its largest adjusted p).")
+        caption="Study ``{study}``: final mIoU of each variant minus its control's (points), "
+                "paired by seed, with the 95 % confidence interval (unadjusted, paired over "
+                "seeds); a filled marker where the paired t-test, with p adjusted by Holm "
+                "within the experiment, rejects (a variant in several experiments: its "
+                "largest adjusted p), an open one where it does not; the values and verdicts "
+                "are written on the right, and large collapses put the axis on a symmetric "
+                "log scale.")
 def delta_figure(study: dict, metrics):
-    """One point per variant (``results.variant_table``): Δ and its unadjusted 95 % CI;
-    the colour is the verdict, which follows the Holm-adjusted p (open circles: the CI
-    excludes 0 but the adjusted test does not reject)."""
+    """One row per variant (``results.variant_table``): Δ and its unadjusted 95 % CI in the
+    variant's colour; filled where the Holm-adjusted test rejects; Δ [CI] and the verdict
+    written beside the row; a symmetric log axis when a value passes
+    ``DELTA_SYMLOG_AT`` points, so that small effects stay visible next to collapses."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.lines import Line2D
+    from matplotlib.transforms import blended_transform_factory
 
-    from .results import variant_table
+    from .results import ALPHA, variant_table
 
-    labels = variant_labels(study)
+    labels, colours = variant_labels(study), variant_colours(study)
     table = variant_table(metrics, controls(study), experiments(study))
-    table = table[table["control"] != table["variant"]].sort_values("delta")
-    fig, ax = plt.subplots(figsize=(7.5, 0.35 * len(table) + 2.1))
+    table = table[table["control"] != table["variant"]].sort_values("delta").reset_index()
+    height = max(FIGSIZE[1], 0.24 * len(table) + 2.3)
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], height))
     y = np.arange(len(table))
     delta = table["delta"].to_numpy(dtype=float)
-    err = np.vstack([delta - table["ci_low"].to_numpy(dtype=float),
-                     table["ci_high"].to_numpy(dtype=float) - delta])
-    # (verdict starts with, colour, marker, filled, legend); the first that matches counts
-    kinds = (("better than its control", "C2", "o", True, "better than its control (Holm)"),
-             ("worse than its control", "C3", "o", True, "worse than its control (Holm)"),
-             ("no difference detected after Holm", "C0", "o", False,
-              "n.s. after Holm (the unadjusted CI excludes 0)"),
-             ("no difference detected", "C0", "o", True, "no difference detected"),
-             ("same Δ on every seed", "grey", "x", True,
-              "same Δ on every seed (no spread: not testable)"),
-             ("not tested", "grey", "s", False, "not tested (too few seeds)"))
-    drawn = np.zeros(len(table), dtype=bool)
-    for text, colour, marker, filled, label in kinds:
-        sel = ~drawn & np.array([v.startswith(text) for v in table["verdict"]], dtype=bool)
-        drawn |= sel
-        if sel.any():
-            ax.errorbar(delta[sel], y[sel], xerr=np.nan_to_num(err[:, sel]), fmt=marker,
-                        color=colour, capsize=3, label=label,
-                        markerfacecolor=colour if filled else "white")
+    low = table["ci_low"].to_numpy(dtype=float)
+    high = table["ci_high"].to_numpy(dtype=float)
+    # (verdict starts with, short words, marker, filled); the first that matches counts
+    kinds = (("better than its control", "better", "o", True),
+             ("worse than its control", "worse", "o", True),
+             ("no difference detected after Holm", "n.s. after Holm", "o", False),
+             ("no difference detected", "n.s.", "o", False),
+             ("same Δ on every seed", "no spread: not testable", "X", True),
+             ("not tested", "not tested (too few seeds)", "s", False))
+    right = blended_transform_factory(ax.transAxes, ax.transData)
+    for i, row in table.iterrows():
+        verdict = str(row["verdict"])
+        words, marker, filled = next(((w, m, f) for text, w, m, f in kinds
+                                      if verdict.startswith(text)), (verdict, "o", False))
+        colour = colours.get(row["variant"], "k")
+        if low[i] == low[i]:
+            ax.plot([low[i], high[i]], [i, i], color=colour, lw=2.5, solid_capstyle="butt")
+            ax.plot([low[i], high[i]], [i, i], "|", color=colour, markersize=10, mew=2)
+        ax.plot(delta[i], i, marker, color=colour, markersize=10, mew=2, zorder=3,
+                markerfacecolor=colour if filled else "white",
+                label=labels.get(row["variant"], row["variant"]))
+        ci = f" [{low[i]:+.2f}, {high[i]:+.2f}]" if low[i] == low[i] else ""
+        ax.text(1.02, i, f"{delta[i]:+.2f}{ci}  {words}", transform=right, ha="left",
+                va="center", fontsize=TEXT_PT,
+                fontweight="bold" if filled and marker == "o" else "normal")
     ax.axvline(0, color="k", lw=1)
+    extent = np.abs(np.concatenate([delta, low, high]))
+    extent = extent[np.isfinite(extent)]
+    symlog = bool(extent.size) and float(extent.max()) > DELTA_SYMLOG_AT
+    if symlog:
+        ax.set_xscale("symlog", linthresh=DELTA_LINEAR, linscale=1.5)
+        ax.axvspan(-DELTA_LINEAR, DELTA_LINEAR, color="0.95", lw=0, zorder=0)
     ax.set_yticks(y)
-    ax.set_yticklabels([labels.get(v, v) for v in table["variant"]], fontsize=8)
-    ax.set_xlabel("final Δ mIoU vs its control (paired by seed; bars: 95 % CI, unadjusted)\n"
-                  "colour: verdict of the paired t-test, Holm-adjusted within each experiment\n"
-                  "(a variant in several experiments: its largest adjusted p)", fontsize=8)
-    ax.set_title("Final mIoU difference to the control")
-    if drawn.any():
-        ax.legend(fontsize=7, loc="best")
+    ax.set_yticklabels([labels.get(v, v) for v in table["variant"]], fontsize=TEXT_PT)
+    ax.set_ylim(-0.7, len(table) - 0.3)
+    ax.tick_params(axis="x", which="both", labelsize=TEXT_PT)
+    ax.set_xlabel("final Δ mIoU vs its control (points), paired by seed"
+                  + (f"; symmetric log scale, linear within ±{DELTA_LINEAR:g} (shaded)"
+                     if symlog else ""), fontsize=TEXT_PT + 1)
+    ax.set_title("Final mIoU difference to the control", fontsize=TITLE_PT)
+    ax.text(1.02, 1.0, "Δ [95 % CI]  verdict", transform=ax.transAxes, ha="left",
+            va="bottom", fontsize=TEXT_PT, fontweight="bold")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
+    handles = [Line2D([], [], color="k", lw=2.5, marker="|", markersize=10, mew=2,
+                      label="95 % CI (unadjusted, paired over seeds)"),
+               Line2D([], [], color="k", ls="", marker="o", markersize=9,
+                      label=f"filled: p adjusted by Holm within the experiment < {ALPHA:g}"),
+               Line2D([], [], color="k", ls="", marker="o", markersize=9,
+                      markerfacecolor="white", label="open: not rejected after Holm")]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=TEXT_PT,
+               frameon=False, bbox_to_anchor=(0.5, 0.0), handletextpad=0.4,
+               columnspacing=1.5)
+    note = ("A CI that excludes 0 can still be n.s.: the CI is not adjusted for the "
+            "experiment's several tests, the verdict is.")
+    fig.text(0.5, 0.06 * FIGSIZE[1] / height, note, ha="center", va="bottom",
+             fontsize=TEXT_PT, color="0.3")
+    # the written values are the axes' texts: tight_layout leaves room for them
+    fig.tight_layout(rect=(0, 0.11 * FIGSIZE[1] / height, 1, 1))
     return fig
 
 
@@ -282,107 +486,245 @@ def per_class_figure(study: dict, metrics):
     classes = [c for c in metrics["class"].unique() if c != "mIoU"]
     table = per_class_table(metrics)
     cols = [c for c in classes if c in table.columns] + (["mIoU"] if "mIoU" in table.columns else [])
-    table = table[cols].rename(index=lambda v: labels.get(v, v))
-    fig, ax = plt.subplots(figsize=(1.0 * len(cols) + 3, 0.35 * len(table) + 1.5))
+    order = [v for v in study["variants"] if v in table.index] + \
+        [v for v in table.index if v not in study["variants"]]
+    table = table.loc[order, cols].rename(index=lambda v: labels.get(v, v))
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0], max(FIGSIZE[1], 0.24 * len(table) + 1.6)))
     sns.heatmap(table, annot=True, fmt=".1f", cmap="viridis", ax=ax,
-                cbar_kws={"label": "IoU (%)"}, annot_kws={"fontsize": 7})
-    ax.set_xlabel("class")
-    ax.set_ylabel("variant")
-    ax.set_title("Final per-class IoU (%), mean over seeds")
+                annot_kws={"fontsize": TEXT_PT})
+    bar = ax.collections[0].colorbar
+    bar.set_label("IoU (%)", fontsize=TEXT_PT)
+    bar.ax.tick_params(which="both", labelsize=TEXT_PT)
+    ax.tick_params(labelsize=TEXT_PT, length=0)
+    ax.set_xlabel("class", fontsize=TEXT_PT)
+    ax.set_ylabel("")
+    ax.set_title("Final per-class IoU (%), mean over seeds", fontsize=TITLE_PT)
     fig.tight_layout()
     return fig
 
 
-@figure("estimator_variance", needs=("stats",),
-        caption="Study ``{study}``: the estimators' variance measure E[(R - b)^2] per "
-                "fine-tuning step, averaged over each evaluation interval, one panel per "
-                "estimator (weighted CE's advantage is on the cost 1 - mIoU, REINFORCE's on "
-                "the sampled reward, the local expectation's is its per-image expected gain "
-                "sum_j sum_c p_j(c) (R(y with pixel j set to c) - R(y)): different scales; the variance of "
-                "the gradients themselves is measured by bench/bench_variance.py), mean and "
-                "95 % band over seeds.")
-def variance_figure(study: dict, stats):
-    import matplotlib.pyplot as plt
+def _fell_below_start(study: dict, metrics) -> Dict[str, Tuple[float, float]]:
+    """Variant -> (mIoU at its start, final mIoU), mean over seeds, of the variants whose
+    final validation mIoU ended below the one they started from (their own first
+    evaluation): their estimator statistics are no sign of a low variance."""
+    if metrics is None:
+        return {}
+    miou = metrics[(metrics["class"] == "mIoU") & (metrics["variant"] != paths.PRETRAIN)]
+    found = {}
+    for variant, rows in miou.groupby("variant"):
+        by_step = rows.groupby("step")["IoU"].mean().sort_index()
+        if len(by_step) > 1 and by_step.iloc[-1] < by_step.iloc[0]:
+            found[variant] = (float(by_step.iloc[0]), float(by_step.iloc[-1]))
+    return found
 
-    labels = variant_labels(study)
-    sub = stats[stats["stat"] == "decode.reward_adv_sq"].copy()
+
+@figure("estimator_variance", needs=("metrics", "stats"),
+        caption="Study ``{study}``: each estimator's variance measure, the mean squared "
+                "advantage E[A^2] per fine-tuning step (averaged over each evaluation "
+                "interval, mean and 95 % band over seeds, log scale), one panel per "
+                "estimator and one colour per variant; its advantage differs between "
+                "panels (weighted CE: the cost 1 - mIoU minus its baseline; REINFORCE: the "
+                "sampled reward minus its baseline; local expectation: its per-image "
+                "expected gain), so compare within a panel. Dashed, hollow: a variant "
+                "whose mIoU ended below its start, which a small E[A^2] does not make "
+                "good. The gradients' own variance is measured by bench/bench_variance.py.")
+def variance_figure(study: dict, metrics, stats):
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    from .vocabulary import ESTIMATORS
+
+    labels, colours = variant_labels(study), variant_colours(study)
+    markers = variant_markers(study)
+    fell = _fell_below_start(study, metrics)
+    sub = stats[stats["stat"] == "decode.reward_adv_sq"]
     loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
-    sub["estimator"] = sub["variant"].map(loss)
-    estimators = sorted(sub["estimator"].dropna().unique())
-    fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False,
-                             figsize=(5.2 * max(1, len(estimators)), 4.5))
+    sub = sub.assign(estimator=sub["variant"].map(loss))
+    estimators = [e for e in ESTIMATORS if (sub["estimator"] == e).any()]
+    fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False, figsize=FIGSIZE)
+    handles = []
     for ax, estimator in zip(axes[0], estimators):
-        _lines_per_variant(ax, sub[sub["estimator"] == estimator], labels, palette="tab20")
+        mine = [v for v in study["variants"] if loss[v] == estimator]
+        bands = len(mine) <= BAND_MOST
+        for variant in mine:
+            values = sub[sub["variant"] == variant]
+            if values.empty:
+                continue
+            down = variant in fell
+            label = labels.get(variant, variant)
+            if down:
+                label += f" (mIoU {fell[variant][0]:.1f} → {fell[variant][1]:.1f} %)"
+            style = dict(ls="--", markerfacecolor="white") if down else {}
+            _mean_line(ax, values, colours[variant], label, marker=markers[variant],
+                       band=bands, **style)
+            handles.append(Line2D([], [], color=colours[variant], marker=markers[variant],
+                                  lw=2, label=label, **style))
         ax.set_yscale("log")
-        ax.legend(fontsize=6)
-        ax.set_title(f"{estimator}", fontsize=10)
-        ax.set_xlabel("fine-tuning step")
+        ax.set_title(ESTIMATOR_TITLES.get(estimator, estimator)
+                     + ("" if bands else "\n(means; bands left out)"), fontsize=TEXT_PT + 1)
+        ax.set_xlabel("fine-tuning step", fontsize=TEXT_PT)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
         advantage = LOGGED_ADVANTAGE.get(estimator, "R − b")
-        ax.set_ylabel(f"E[({advantage})²] per step (log scale)",
-                      fontsize=10 if len(advantage) < 20 else 8)
+        ax.set_ylabel(f"E[A²], A = {advantage}", fontsize=TEXT_PT)
+        ax.tick_params(which="both", labelsize=TEXT_PT)
         ax.grid(alpha=0.3)
     if not estimators:
-        axes[0][0].text(0.5, 0.5, "no reward-loss runs", ha="center",
-                        transform=axes[0][0].transAxes)
-    fig.suptitle("Estimator variance measure by baseline (mean over each interval)")
-    fig.tight_layout()
+        axes[0][0].text(0.5, 0.5, "no reward-estimator runs", ha="center",
+                        fontsize=TEXT_PT + 1, transform=axes[0][0].transAxes)
+        axes[0][0].set_axis_off()
+    fig.suptitle("Each estimator's variance measure, the mean squared advantage E[A²], "
+                 "per step (log scale)", fontsize=TITLE_PT)
+    if handles and fell:
+        handles.append(Line2D([], [], color="k", ls="--", marker="o",
+                              markerfacecolor="white", label="dashed, hollow: mIoU ended\n"
+                              "below its start (not a success)"))
+    if handles:
+        _fit_right_legend(fig, _legend_outside(fig, fig, handles), top=0.94)
+    else:
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
+
+
+def _reward_measure(study: dict, variant: str) -> Optional[str]:
+    """What ``decode.reward_miou_train`` measures for a variant (``RewardLoss._stats``):
+    ``argmax`` (weighted CE: the argmax map's mIoU), ``sampled`` (the sampled maps'
+    mIoU), ``sampled_weighted`` (their class-weighted mIoU), None for a plain loss."""
+    from .vocabulary import ESTIMATORS, SAMPLING
+
+    fields = variant_fields(study, variant)
+    if fields["loss"] not in ESTIMATORS:
+        return None
+    if fields["loss"] not in SAMPLING:
+        return "argmax"
+    return "sampled" if fields.get("class_weight_smoothing") is None else "sampled_weighted"
+
+
+REWARD_MEASURES = {
+    "sampled": "sampled maps:\nper-image mIoU (%)",
+    "sampled_weighted": "sampled maps: class-weighted\nper-image mIoU (%)",
+    "argmax": "argmax map (weighted CE\nsamples nothing): per-image mIoU (%)",
+}
 
 
 @figure("training_reward", needs=("stats",),
-        caption="Study ``{study}``: the objective during fine-tuning, the per-image mIoU of "
-                "the training batches' label maps (sampled for REINFORCE and the local "
-                "expectation, argmax for weighted CE), averaged over each evaluation interval, mean and 95 % band over seeds: "
-                "whether the reward is being optimised.")
+        caption="Study ``{study}``: the objective during fine-tuning, the per-image mIoU "
+                "(%) of the training batches' label maps, averaged over each evaluation "
+                "interval, mean and 95 % band over seeds, one panel per measure (the maps "
+                "sampled by REINFORCE and the local expectation; the same, class-weighted, "
+                "for a variant with class weights; the argmax map for weighted CE, which "
+                "samples nothing): whether the reward is being optimised.")
 def training_reward_figure(study: dict, stats):
+    """One panel per measure of ``decode.reward_miou_train`` (:func:`_reward_measure`),
+    one line per variant in its colour; the legend outside the panels."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
 
-    labels = variant_labels(study)
-    sub = stats[stats["stat"] == "decode.reward_miou_train"].copy()
-    fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    if len(sub):
-        _lines_per_variant(ax, sub, labels, palette="tab20")
-        ax.legend(fontsize=6, ncol=2)
+    labels, colours = variant_labels(study), variant_colours(study)
+    markers = variant_markers(study)
+    sub = stats[stats["stat"] == "decode.reward_miou_train"]
+    sub = sub.assign(value=sub["value"] * 100.0)
+    measure = {v: _reward_measure(study, v) for v in study["variants"]}
+    present = [m for m in REWARD_MEASURES
+               if any(measure[v] == m and (sub["variant"] == v).any() for v in measure)]
+    fig, axes = plt.subplots(1, max(1, len(present)), squeeze=False, figsize=FIGSIZE)
+    handles = []
+    for ax, name in zip(axes[0], present):
+        mine = [v for v in study["variants"] if measure[v] == name]
+        bands = len(mine) <= BAND_MOST
+        for variant in mine:
+            values = sub[sub["variant"] == variant]
+            if values.empty:
+                continue
+            _mean_line(ax, values, colours[variant], labels.get(variant, variant),
+                       marker=markers[variant], band=bands)
+            handles.append(Line2D([], [], color=colours[variant], marker=markers[variant],
+                                  lw=2, label=labels.get(variant, variant)))
+        ax.set_title(REWARD_MEASURES[name] + ("" if bands else "\n(means; bands left out)"),
+                     fontsize=TEXT_PT + 1)
+        ax.set_xlabel("fine-tuning step", fontsize=TEXT_PT)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=4))
+        ax.tick_params(which="both", labelsize=TEXT_PT)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("training reward (%)", fontsize=TEXT_PT)
+    if not present:
+        axes[0][0].text(0.5, 0.5, "no reward-estimator runs", ha="center",
+                        fontsize=TEXT_PT + 1, transform=axes[0][0].transAxes)
+        axes[0][0].set_axis_off()
+    fig.suptitle("Is the reward being optimised? The training batches' reward per step "
+                 "(mean over seeds, 95 % band)", fontsize=TITLE_PT)
+    if handles:
+        _fit_right_legend(fig, _legend_outside(fig, fig, handles), top=0.94)
     else:
-        ax.text(0.5, 0.5, "no reward-loss runs", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel("training per-image mIoU (the reward)")
-    ax.set_title("Training reward per variant")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+        fig.tight_layout(rect=(0, 0, 1, 0.94))
     return fig
+
+
+WEIGHT_PARTS = {"decode_head.conv_seg": "classifier\n(conv_seg)", "decode_head": "decode\nhead",
+                "auxiliary_head": "auxiliary\nhead", "backbone": "backbone",
+                "bn_statistics": "BatchNorm\nstatistics"}
+
+
+def _swatches(ax, variants: List[str], colours: Dict[str, str], x: float) -> None:
+    """A square in each row's variant colour at data x ``x`` (left of a heat map)."""
+    ax.scatter([x] * len(variants), range(len(variants)), marker="s", s=110,
+               c=[colours.get(v, "k") for v in variants], clip_on=False, zorder=3)
 
 
 @figure("weight_change", needs=("stats",),
         caption="Study ``{study}``: how far each run moved from its start checkpoint, "
-                "‖θ − θ₀‖ / ‖θ₀‖ per part of the model (and for the BatchNorm running "
-                "statistics), mean over seeds (log scale); runs that did not move cannot "
-                "show an effect.")
+                "‖θ − θ₀‖ / ‖θ₀‖ in % per part of the model (and for the BatchNorm running "
+                "statistics), mean over seeds, the colour on a log scale; runs that did not "
+                "move cannot show an effect.")
 def weight_change_figure(study: dict, stats):
+    """Heat map, variants × parts of the model: the relative change in %, written in each
+    cell, the colour on a log scale; the variant's colour left of its row."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.colors import LogNorm
 
-    labels = variant_labels(study)
-    sub = stats[stats["stat"].str.startswith("weight_change.")].copy()
-    fig, ax = plt.subplots(figsize=(8.0, 0.32 * max(1, sub["variant"].nunique()) * 2 + 1.8))
-    if len(sub):
-        sub["part"] = sub["stat"].str.slice(len("weight_change."))
-        table = sub.pivot_table(index="variant", columns="part", values="value", aggfunc="mean")
-        parts = [p for p in ("decode_head.conv_seg", "decode_head", "auxiliary_head",
-                             "backbone", "bn_statistics") if p in table.columns]
-        y = np.arange(len(table))
-        height = 0.8 / max(1, len(parts))
-        for i, part in enumerate(parts):
-            ax.barh(y + i * height, table[part], height=height, label=part)
-        ax.set_yticks(y + 0.4 - height / 2)
-        ax.set_yticklabels([labels.get(v, v) for v in table.index], fontsize=7)
-        ax.set_xscale("log")
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no weight changes recorded", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("relative change from the start checkpoint, ‖θ − θ₀‖ / ‖θ₀‖ (log scale)")
-    ax.set_title("Did the runs move?")
-    ax.grid(alpha=0.3, axis="x")
+    labels, colours = variant_labels(study), variant_colours(study)
+    sub = stats[stats["stat"].str.startswith("weight_change.")]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    if sub.empty:
+        ax.text(0.5, 0.5, "no weight changes recorded", ha="center", fontsize=TEXT_PT + 1,
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return fig
+    sub = sub.assign(part=sub["stat"].str.slice(len("weight_change.")))
+    final = sub[sub["step"] == sub.groupby(["variant", "seed"])["step"].transform("max")]
+    table = final.pivot_table(index="variant", columns="part", values="value",
+                              aggfunc="mean") * 100.0
+    parts = [p for p in WEIGHT_PARTS if p in table.columns]
+    variants = [v for v in study["variants"] if v in table.index] + \
+        [v for v in table.index if v not in study["variants"]]
+    values = table.reindex(index=variants, columns=parts).to_numpy(dtype=float)
+    finite = values[np.isfinite(values) & (values > 0)]
+    norm = LogNorm(vmin=float(finite.min()), vmax=float(finite.max())) if finite.size else None
+    image = ax.imshow(np.ma.masked_invalid(np.where(values > 0, values, np.nan)),
+                      cmap=plt.get_cmap("viridis").with_extremes(bad="0.9"), norm=norm,
+                      aspect="auto", interpolation="nearest")
+    bar = fig.colorbar(image, ax=ax, fraction=0.03, pad=0.02)
+    bar.set_label("‖θ − θ₀‖ / ‖θ₀‖ (%)", fontsize=TEXT_PT)
+    bar.ax.tick_params(which="both", labelsize=TEXT_PT)
+    middle = np.sqrt(norm.vmin * norm.vmax) if norm else 0
+    for i in range(len(variants)):
+        for j in range(len(parts)):
+            value = values[i, j]
+            text = "n/a" if not value == value else f"{value:.2g}"
+            ax.text(j, i, text, ha="center", va="center", fontsize=TEXT_PT,
+                    color="white" if value == value and value < middle else "black")
+    ax.set_xticks(range(len(parts)))
+    ax.set_xticklabels([WEIGHT_PARTS[p] for p in parts], fontsize=TEXT_PT)
+    ax.xaxis.tick_top()
+    ax.set_yticks(range(len(variants)))
+    ax.set_yticklabels([labels.get(v, v) for v in variants], fontsize=TEXT_PT)
+    ax.tick_params(length=0)
+    _swatches(ax, variants, colours, -0.62)
+    ax.set_xlim(-0.75, len(parts) - 0.5)
+    ax.set_title("Did the runs move? Relative change from the start checkpoint (%), "
+                 "mean over seeds", fontsize=TITLE_PT)
     fig.tight_layout()
     return fig
 
@@ -420,43 +762,118 @@ def val_pairs(cfg) -> List[tuple]:
             for p in images]
 
 
-@figure("qualitative", needs=("metrics", "runs"), dpi=110,
-        caption="Study ``{study}``: a few validation images (first seed): input, ground "
-                "truth, the CE control's prediction and that of the reward-tuned variant "
-                "with the best final mean mIoU, in the class palette (black: ignored pixels).")
-def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: int = 0,
-                       num_images: int = 3, control: str = "control"):
-    """A few val images: input, ground truth, the control's and the best variant's
-    predictions (seed ``seed``), in the class palette."""
-    import matplotlib.pyplot as plt
+# ---------------------------------------------------------------- qualitative
+# The qualitative panel is drawn from a small file of predictions (``predictions.npz``,
+# written by ``rewardseg predictions`` from the finished runs), so a recorded study draws
+# it again without its checkpoints (``rewardseg.recorded``).
+QUALITATIVE_IMAGES = 3      # rows of the panel
+QUALITATIVE_CANDIDATES = 24  # validation images searched for the largest disagreement
+IGNORE_INDEX = 255
+
+
+def qualitative_variants(study: dict, metrics, control: str = "control"):
+    """``(shown, better)``: the control and the reward-tuned variant (a loss from
+    ``vocabulary.ESTIMATORS``) with the best final mIoU against its control, and whether
+    that variant beats its control (Holm). Only the control when no variant is
+    reward-tuned."""
+    from .results import best_variant, variant_table
+    from .vocabulary import ESTIMATORS
+
+    table = variant_table(metrics, controls(study), experiments(study))
+    tuned = table[[variant_fields(study, v)["loss"] in ESTIMATORS for v in table["variant"]]]
+    best = best_variant(tuned)
+    if best is None and len(tuned):  # none is better: the highest Δ, and the panel says so
+        best, better = str(tuned.sort_values("delta").iloc[-1]["variant"]), False
+    else:
+        better = best is not None
+    return [control] + ([best] if best else []), better
+
+
+def qualitative_predictions(study: dict, metrics, work_root: str = paths.WORK, seed: int = 0,
+                            num_images: int = QUALITATIVE_IMAGES,
+                            candidates: int = QUALITATIVE_CANDIDATES,
+                            control: str = "control") -> Dict[str, Any]:
+    """What the qualitative panel shows, as arrays (``numpy.savez``, no pickles): the
+    control's and the best reward-tuned variant's predictions (seed ``seed``, their last
+    checkpoints under ``work_root``) on the ``num_images`` of the first ``candidates``
+    validation images where the two disagree on the most labelled pixels, with the
+    images, their labels, the class names and palette."""
     import numpy as np
-    from matplotlib.patches import Patch
     from mmseg.apis import inference_model, init_model
     from PIL import Image
 
     import rewardseg.models  # noqa: F401
 
-    from .results import best_variant, variant_table
-    from .vocabulary import ESTIMATORS
-
-    table = variant_table(metrics, controls(study), experiments(study))
-    # the reward-tuned variants only: the figure shows what optimising the reward does
-    tuned = table[[variant_fields(study, v)["loss"] in ESTIMATORS for v in table["variant"]]]
-    best = best_variant(tuned)
-    # no reward-tuned variant beats its control: show the highest final mIoU, and say so
-    top = best or (tuned.iloc[0]["variant"] if len(tuned) else None)
-    shown = [control] + ([top] if top else [])
-    labels = variant_labels(study)
+    shown, better = qualitative_variants(study, metrics, control)
     models = {}
     for variant in shown:
         run_dir = paths.run_dir(study["study"], variant, seed, root=work_root)
-        cfg = os.path.join(run_dir, "config.py")
-        models[variant] = init_model(cfg, _last_checkpoint(run_dir), device="cpu")
+        models[variant] = init_model(os.path.join(run_dir, "config.py"),
+                                     _last_checkpoint(run_dir), device="cpu")
     model = models[control]
     meta = model.dataset_meta or {}
-    classes = list(meta.get("classes", []))
-    palette = np.array(meta.get("palette", []), dtype=np.uint8)
-    pairs = val_pairs(model.cfg)[:num_images]
+    found = []  # (disagreement, index, path, gt, predictions), the most disagreeing kept
+    for index, (path, gt_path) in enumerate(val_pairs(model.cfg)[:candidates]):
+        gt = np.asarray(Image.open(gt_path)).astype(np.uint8)
+        preds = np.stack([inference_model(models[v], path).pred_sem_seg.data[0].cpu().numpy()
+                          for v in shown]).astype(np.uint8)
+        labelled = gt != IGNORE_INDEX
+        differ = float((preds[0] != preds[-1])[labelled].mean()) if labelled.any() else 0.0
+        found.append((-differ, index, path, gt, preds))
+        found = sorted(found, key=lambda f: f[:2])[:num_images]
+    root = os.path.dirname(os.path.commonpath([f[2] for f in found])) if found else ""
+    out: Dict[str, Any] = {
+        "variants": np.array(shown), "better": np.array(better), "seed": np.array(seed),
+        "classes": np.array(list(meta.get("classes", []))),
+        "palette": np.array(meta.get("palette", []), dtype=np.uint8).reshape(-1, 3),
+        "names": np.array([os.path.relpath(f[2], root) for f in found]),
+        "disagreement": np.array([-f[0] for f in found]),
+        "searched": np.array(min(candidates, index + 1) if found else 0),
+    }
+    for row, (_, _, path, gt, preds) in enumerate(found):
+        out[f"image{row}"] = np.asarray(Image.open(path).convert("RGB"))
+        out[f"label{row}"] = gt
+        out[f"pred{row}"] = preds
+    return out
+
+
+def save_predictions(data: Dict[str, Any], path: str) -> str:
+    """Write :func:`qualitative_predictions`'s arrays (compressed) whole or not at all."""
+    import numpy as np
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    with open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **data)
+    os.replace(tmp, path)
+    return path
+
+
+def load_predictions(path: str) -> Dict[str, Any]:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as data:
+        return {key: data[key] for key in data.files}
+
+
+@figure("qualitative", needs=("predictions",), dpi=110,
+        caption="Study ``{study}``: the validation images (first seed) on which the CE "
+                "control and the reward-tuned variant with the best final mIoU disagree "
+                "most: input, ground truth, the two predictions, in the class palette "
+                "(black: ignored pixels).")
+def qualitative_figure(study: dict, predictions: Dict[str, Any]):
+    """Input, ground truth, the control's and the best reward-tuned variant's predictions
+    on the images where they differ most (:func:`qualitative_predictions`)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.patches import Patch
+
+    data = predictions
+    shown = [str(v) for v in data["variants"]]
+    classes = [str(c) for c in data["classes"]]
+    palette = np.asarray(data["palette"], dtype=np.uint8)
+    rows = len(data["names"])
+    labels = variant_labels(study)
 
     def colour(label):
         out = np.zeros(label.shape + (3,), dtype=np.uint8)
@@ -465,29 +882,33 @@ def qualitative_figure(study: dict, metrics, work_root: str = paths.WORK, seed: 
         return out
 
     cols = 2 + len(shown)
-    fig, axes = plt.subplots(len(pairs), cols, figsize=(3 * cols, 2.2 * len(pairs) + 0.8),
+    fig, axes = plt.subplots(max(rows, 1), cols, figsize=(3.2 * cols, 1.9 * max(rows, 1) + 1.4),
                              squeeze=False)
-    titles = ["input", "ground truth", labels.get(control, control)]
-    if top:
-        titles.append(f"best reward-tuned: {labels.get(top, top)}" if best else
-                      f"best reward-tuned (not better than\nits control): {labels.get(top, top)}")
-    for row, (path, gt_path) in enumerate(pairs):
-        img = np.asarray(Image.open(path).convert("RGB"))
-        gt = np.asarray(Image.open(gt_path))
-        preds = [inference_model(models[v], path).pred_sem_seg.data[0].cpu().numpy()
-                 for v in shown]
-        for col, panel in enumerate([img, colour(gt)] + [colour(p) for p in preds]):
+    titles = ["input", "ground truth", labels.get(shown[0], shown[0])]
+    if len(shown) > 1:
+        verdict = ("best reward-tuned" if bool(data["better"]) else
+                   "best reward-tuned\n(not better than its control)")
+        titles.append(f"{verdict}:\n{labels.get(shown[1], shown[1])}")
+    for row in range(rows):
+        panels = [data[f"image{row}"], colour(data[f"label{row}"])]
+        panels += [colour(p) for p in data[f"pred{row}"]]
+        for col, panel in enumerate(panels):
             ax = axes[row, col]
             ax.imshow(panel)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(titles[col], fontsize=9)
-    handles = [Patch(color=np.array(palette[i]) / 255.0, label=name) for i, name in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(8, len(handles)), fontsize=8,
-               frameon=False)
-    fig.suptitle(f"{study['study']}: validation predictions (seed {seed}); black = ignored")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
+                ax.set_title(titles[col], fontsize=11)
+        axes[row, 0].set_ylabel(f"{100 * float(data['disagreement'][row]):.1f} % of\n"
+                                "pixels differ", fontsize=10)
+    handles = [Patch(color=np.array(palette[i]) / 255.0, label=name)
+               for i, name in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(7, max(len(handles), 1)),
+               fontsize=10, frameon=False)
+    fig.suptitle(f"Where the control and the best reward-tuned variant differ most "
+                 f"({int(data['searched'])} validation images searched, seed "
+                 f"{int(data['seed'])}); black = ignored", fontsize=12)
+    fig.tight_layout(rect=(0, 0.09, 1, 0.96), h_pad=0.4)
     return fig
 
 
@@ -603,7 +1024,7 @@ def per_class_delta_figure(study: dict, metrics):
     bar = fig.colorbar(image, ax=ax, fraction=0.035, pad=0.02,
                        extend="both" if finite.size and finite.max() > vmax else "neither")
     bar.set_label("Δ IoU vs control (points)", fontsize=12)
-    bar.ax.tick_params(labelsize=11)
+    bar.ax.tick_params(which="both", labelsize=11)
     of = dict(zip(table["variant"], table["control"]))
     ax.set_yticks(range(len(variants)))
     ax.set_yticklabels([labels.get(v, v) + ("" if of[v] == "control" else f" (vs {of[v]})")
@@ -616,6 +1037,8 @@ def per_class_delta_figure(study: dict, metrics):
         if name == "mIoU":
             tick.set_fontweight("bold")
     ax.tick_params(length=0)
+    _swatches(ax, variants, variant_colours(study), -0.66)
+    ax.set_xlim(-0.8, len(classes) - 0.5)
     seeds = int(table["pairs"].max())
     ax.set_title(f"{study['study']}: final per-class IoU minus the control's, paired by "
                  f"seed ({seeds} seeds)", fontsize=13)
@@ -740,8 +1163,7 @@ def reward_gap_figure(study: dict, stats):
     # the deck shows it 460 px high: 10.2 pt is 12 px there
     fig, axes = plt.subplots(2, ncols, squeeze=False, sharex="col", figsize=(12.8, 5.4),
                              gridspec_kw=dict(height_ratios=(3, 2)))
-    palette = plt.get_cmap("tab10" if len(variants) <= 10 else "tab20")
-    colour = {v: palette(i % palette.N) for i, v in enumerate(variants)}
+    colour = variant_colours(study)
     shown = []
     for col, estimator in enumerate(estimators):
         top, bottom = axes[0][col], axes[1][col]
@@ -776,7 +1198,7 @@ def reward_gap_figure(study: dict, stats):
         bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
-            ax.tick_params(labelsize=10.5)
+            ax.tick_params(which="both", labelsize=TEXT_PT)
         runs = missing.get(estimator, [])
         if not runs and not any(loss[v] == estimator for v in shown):
             top.text(0.5, 0.5, "no training statistics of these runs yet",
@@ -791,7 +1213,7 @@ def reward_gap_figure(study: dict, stats):
                     ax.set_yticks([])
                     ax.tick_params(labelbottom=False)
                 ax.text(0.5, 0.5 if everything else 0.97, note, transform=ax.transAxes,
-                        ha="center", va="center" if everything else "top", fontsize=10.5,
+                        ha="center", va="center" if everything else "top", fontsize=TEXT_PT,
                         color="C3", bbox=dict(facecolor="white", edgecolor="C3", alpha=0.9))
     if not estimators:
         for ax in axes[:, 0]:
@@ -803,7 +1225,7 @@ def reward_gap_figure(study: dict, stats):
     handles += [Line2D([], [], color=colour[v], lw=6, label=labels.get(v, v))
                 for v in variants if v in shown]
     legend = fig.legend(handles=handles, loc="center right", bbox_to_anchor=(0.995, 0.5),
-                        fontsize=10.5, frameon=False)
+                        fontsize=TEXT_PT, frameon=False)
     fig.suptitle(f"{study['study']}: reward of the sampled maps vs the argmax map, and "
                  "the policy's entropy (mean over seeds, 95 % band)", fontsize=13)
     fig.canvas.draw()
@@ -812,6 +1234,7 @@ def reward_gap_figure(study: dict, stats):
     return fig
 
 
-def _wrap_runs(runs: List[str], per_line: int = 2, most: int = 6) -> str:
+def _wrap_runs(runs: List[str], most: int = 6) -> str:
+    """Runs, one per line (at most ``most``, then how many more)."""
     shown = runs[:most] + ([f"… {len(runs) - most} more"] if len(runs) > most else [])
-    return "\n".join(", ".join(shown[i:i + per_line]) for i in range(0, len(shown), per_line))
+    return "\n".join(shown)

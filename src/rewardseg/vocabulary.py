@@ -45,3 +45,76 @@ OPTIMIZERS = ("sgd", "adamw")
 # with dynamic loss scaling; the reward and its sampling always run in float32
 PRECISIONS = ("fp32", "bf16", "fp16")
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+# ---------------------------------------------------------------- words for the reader
+# The question each experiment answers (figure titles) and its short title (slide
+# headings); an experiment not named here is titled by its name.
+EXPERIMENT_TITLES = {
+    "scheduler": "Learning-rate schedule",
+    "structure": "Auxiliary head",
+    "baseline_reinforce": "REINFORCE baselines",
+    "baseline_weighted_ce": "Weighted CE: the baseline's α",
+    "baseline": "Baselines",
+    "steps": "Start checkpoint and steps",
+    "start": "Start checkpoint",
+    "weights": "Class weights",
+    "surrogate": "A differentiable surrogate",
+    "estimator": "Estimators",
+    "losses": "Losses",
+}
+EXPERIMENT_QUESTIONS = {
+    "scheduler": "Which learning-rate schedule lets reward tuning beat CE?",
+    "structure": "Does reward tuning need the auxiliary head?",
+    "baseline_reinforce": "Which baseline (variance reduction) makes the estimator work?",
+    "baseline_weighted_ce": "Weighted CE: how much of the batch's mean cost to subtract (α)?",
+    "baseline": "Which baseline (variance reduction) works best?",
+    "steps": "Does an earlier start checkpoint change the gain?",
+    "start": "Does the start checkpoint matter?",
+    "weights": "Do class weights in the reward help?",
+    "surrogate": "Reward tuning or a differentiable mIoU surrogate (Lovász)?",
+    "estimator": "Which estimator of the reward's gradient?",
+    "losses": "Which tuning loss?",
+}
+
+
+def experiment_title(experiment: str) -> str:
+    """The short title of an experiment (its name in words when it has none)."""
+    return EXPERIMENT_TITLES.get(experiment) or experiment.replace("_", " ").capitalize()
+
+
+def experiment_question(experiment: str) -> str:
+    """The question an experiment answers, in words (its title when none is written)."""
+    return EXPERIMENT_QUESTIONS.get(experiment) or experiment_title(experiment)
+
+
+# How the deck describes each estimator (Markdown with KaTeX; ``rewardseg.slides`` fills in
+# ``{logp}``, the sampled map's log-likelihood as ``normalize`` sums it, and the
+# study's values); each says what ``models.losses.RewardLoss`` computes.
+ESTIMATOR_SOURCES = {"weighted_ce": "the original study's code",
+                     "reinforce": "Pinto et al., 2023",
+                     "local_expectation": "Titsias & Lázaro-Gredilla, 2015"}
+ESTIMATOR_DESCRIPTIONS = {
+    "weighted_ce": (
+        r"image cost $c_i = 1-\text{{mIoU}}(\arg\max, y^*)$, advantage "
+        r"$c_i - \alpha\,\overline{{c}}_{{j\ne i}}$ over the other images of the batch "
+        r"(α = {alpha}), loss = advantage × the image's CE **on the ground truth**. "
+        "Nothing is sampled: an image-level re-weighting of maximum likelihood."),
+    "reinforce": (
+        r"{k} label map(s) $y' \sim p_\theta(\cdot\mid x)$ per image, drawn pixel by pixel, "
+        r"$R=\text{{mIoU}}(y', y^*)$, loss $-(R-b)\,{logp}$ per image and sample "
+        "({normalize}), averaged over images and samples."),
+    "local_expectation": (
+        r"one sampled map $y'$, every pixel's classes summed exactly: loss "
+        r"$-\sum_j\sum_c p_j(c)\,(R(y'_{{-j}}, c) - R(y'))$ over the image's valid pixels $j$ "
+        r"({normalize}), each $R(y'_{{-j}}, c)$ from the image's confusion counts. "
+        "Unbiased, without the noise of pixel $j$'s own draw; no baseline needed."),
+}
+# ``normalize`` of a sampling estimator: the log-likelihood term and its words
+NORMALIZE_LOGP = {"image": r"\sum_{j} \log p_\theta(y'_j\mid x)",
+                  "pixel": r"\tfrac{1}{n_\text{valid}}\sum_{j} \log p_\theta(y'_j\mid x)"}
+NORMALIZE_WORDS = {"image": "`normalize: image`: the sum over the image's valid pixels",
+                   "pixel": "`normalize: pixel`: the mean over the image's valid pixels"}
+BASELINE_WORDS = {"none": "none", "second_sample": "a second sample of the image",
+                  "rloo": "leave-one-out over the image's $k$ samples (rloo)",
+                  "batch_loo": "α × leave-one-out over the batch",
+                  "ema": "a moving average", "greedy": "the argmax map (self-critical)"}
