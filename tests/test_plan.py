@@ -397,3 +397,42 @@ def test_a_pretraining_in_parts_counts_every_part(tmp_path):
     pre = plan(study, work)[0]["done"]
     assert pre["runs"] == 1 and pre["gpu_hours"] == pytest.approx((36.0 + 18.0) / 3600)
     assert pre["slurm"]["jobs"] == 2 and pre["slurm"]["gpu_hours"] == pytest.approx(60.0 / 3600)
+
+
+# ---------------------------------------------------------------- the README's GPU-hours
+def test_readme_gpu_hours_are_what_rewardseg_plan_prints():
+    """The README's GPU-hours (its generated plan block and the `rewardseg plan` column of
+    the paper studies' table) are the plan's, with the H200's measurements: they cannot
+    drift (a changed config, rate or measurement: `python -m rewardseg.plan --readme
+    README.md` rewrites them)."""
+    from rewardseg.plan import readme_problems
+
+    with open(os.path.join(REPO, "README.md")) as fh:
+        text = fh.read()
+    assert readme_problems(text, REPO) == []
+
+
+def test_readme_gpu_hours_are_rewritten_and_a_drift_is_named(tmp_path):
+    from rewardseg import plan as plan_mod
+
+    with open(os.path.join(REPO, "README.md")) as fh:
+        text = fh.read()
+    # the disagreement the issue found (R-18 tune 7.5 in the README, 8.53 in the plan)
+    cell = plan_mod.readme_cell("configs/studies/cityscapes-r18.yaml", REPO,
+                                load_measured(os.path.join(REPO, plan_mod.README_MEASURED)))
+    assert cell.startswith("9.5 GPU-h, measured on an H200 (tune 8.5: 1 × 8 BN, bf16")
+    stale = text.replace(cell, "7.5 GPU-h measured on an H200", 1)
+    stale = stale.replace("  1x8 BN      bf16+CL         0.117    54.06",
+                          "  1x8 BN      bf16+CL         0.117    50.00", 1)
+    problems = plan_mod.readme_problems(stale, REPO)
+    assert len(problems) == 2, problems
+    assert problems[0] == "the plan block is not what `rewardseg plan` prints now"
+    assert "cityscapes-r18.yaml`: the table says '7.5 GPU-h measured on an H200'" in problems[1]
+    readme = tmp_path / "README.md"
+    readme.write_text(stale)
+    assert plan_mod.main(["--readme", str(readme), "--root", REPO, "--check"]) == 1
+    assert plan_mod.main(["--readme", str(readme), "--root", REPO]) == 0
+    assert readme.read_text() == text  # only the generated parts change
+    assert plan_mod.main(["--readme", str(readme), "--root", REPO, "--check"]) == 0
+    no_block = text.replace("<!-- end of plan -->", "")
+    assert "no generated plan block" in plan_mod.readme_problems(no_block, REPO)[0]
