@@ -136,8 +136,49 @@ def _cmd_figure(ns) -> int:
     from .study import load_study
 
     written = draw(ns.name, load_study(ns.study), ns.out, metrics=ns.metrics, stats=ns.stats,
-                   work_root=ns.work_root, seed=ns.seed)
+                   predictions=ns.predictions)
     print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _cmd_predictions(ns) -> int:
+    import pandas as pd
+
+    from .figures import qualitative_predictions, save_predictions
+    from .study import load_study
+
+    data = qualitative_predictions(load_study(ns.study), pd.read_csv(ns.metrics),
+                                   work_root=ns.work_root, seed=ns.seed)
+    save_predictions(data, ns.out)
+    print(f"wrote {ns.out}: {', '.join(map(str, data['variants']))} on "
+          f"{', '.join(map(str, data['names']))}")
+    return 0
+
+
+def _cmd_record(ns) -> int:
+    from .recorded import record
+
+    written = record(ns.study, out_dir=ns.out_dir, work_root=ns.work_root)
+    print(f"wrote {', '.join(written)}")
+    return 0
+
+
+def _cmd_reproduction(ns) -> int:
+    from .fileio import write_json_atomic
+    from .recorded import compare, render, runs_machine
+    from .study import load_study
+
+    study = load_study(ns.study)
+    found = compare(ns.recorded, ns.metrics, ns.stats,
+                    here=runs_machine(ns.work_root, study["study"]))
+    text = render(found)
+    tmp = ns.out + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+    if ns.json:
+        write_json_atomic(ns.json, found)
+    os.replace(tmp, ns.out)
+    print(text, end="")
     return 0
 
 
@@ -310,11 +351,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="study config (YAML or JSON)")
     p.add_argument("--metrics", default=None, help="results/<study>/metrics.csv")
     p.add_argument("--stats", default=None, help="results/<study>/train_stats.csv")
-    p.add_argument("--work-root", default=paths.WORK,
-                   help="where the finished runs are (figures that load models)")
-    p.add_argument("--seed", type=int, default=0, help="whose runs such figures load")
+    p.add_argument("--predictions", default=None,
+                   help="results/<study>/predictions.npz (the qualitative panel)")
     p.add_argument("--out", required=True, help="PNG to write (a PDF beside it)")
     p.set_defaults(func=_cmd_figure)
+
+    p = sub.add_parser("predictions", help="the qualitative panel's data: the control's and "
+                       "the best reward-tuned variant's predictions where they differ most")
+    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
+    p.add_argument("--work-root", default=paths.WORK, help="where the finished runs are")
+    p.add_argument("--seed", type=int, default=0, help="whose runs to load")
+    p.add_argument("--out", required=True, help="results/<study>/predictions.npz")
+    p.set_defaults(func=_cmd_predictions)
+
+    p = sub.add_parser("record", help="copy a finished study's results into "
+                       "paper/recorded/<study>/ (figures and deck rebuild from them: "
+                       "make figures)")
+    p.add_argument("--study", required=True, help="the study's name (results/<study>/)")
+    p.add_argument("--out-dir", default=None, help="default: paper/recorded/<study>")
+    p.add_argument("--work-root", default=paths.WORK,
+                   help="where the runs are (their run.json say which machine)")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser("reproduction", help="compare a study's results with its recorded "
+                       "run (identical, or how far apart)")
+    p.add_argument("--recorded", required=True, help="paper/recorded/<study>")
+    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
+    p.add_argument("--stats", required=True, help="results/<study>/train_stats.csv")
+    p.add_argument("--work-root", default=paths.WORK,
+                   help="where the runs are (their run.json say which machine)")
+    p.add_argument("--out", required=True, help="Markdown to write")
+    p.add_argument("--json", default=None, help="also the numbers as JSON")
+    p.set_defaults(func=_cmd_reproduction)
 
     p = sub.add_parser("tables", help="final mIoU and per-class IoU tables (Markdown, "
                                       "LaTeX, CSV) of a study from metrics.csv")

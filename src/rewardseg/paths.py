@@ -16,6 +16,8 @@ LOGS = "logs"
 FIGURES = "figures"
 TABLES = os.path.join("paper", "tables")
 BUILD = os.path.join("paper", "build")
+# a study's recorded results, tracked: figures and deck are rebuilt from them (recorded.py)
+RECORDED = os.path.join("paper", "recorded")
 # the study's CE pretraining run: its folder under work/, its result file and its rows in
 # metrics.csv ("variant" column) all use this name; it cannot be a variant's name
 PRETRAIN = "pretrain"
@@ -118,3 +120,8 @@ def attempts_log(study: str, name: str, root: str = LOGS) -> str:
     """Every attempt of a training job, appended, each after a ``=== attempt N ...`` line
     (``log`` holds the latest one: snakemake removes a job's log before each attempt)."""
     return os.path.join(root, study, f"{name}.attempts.log")
+
+
+def recorded(study: str, name: str = "", root: str = RECORDED) -> str:
+    """A study's recorded results (``paper/recorded/<study>/``), or one file of them."""
+    return os.path.join(root, study, name) if name else os.path.join(root, study)

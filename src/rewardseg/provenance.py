@@ -36,3 +36,29 @@ def git_commit(path: Optional[str] = None) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> Dict[str, object]:
+    """What a CPU run's exact numbers depend on beyond the code: the CPU kind, and the
+    threads torch computes with (when torch is imported)."""
+    import sys
+
+    found: Dict[str, object] = {"cpu": cpu_model(), "logical_cpus": os.cpu_count()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        found["torch_threads"] = torch.get_num_threads()
+        found["device"] = ("cuda:" + torch.cuda.get_device_name(0)
+                           if torch.cuda.is_available() else "cpu")
+    return found

@@ -223,12 +223,13 @@ def _finish_run(record_path: str, spec: Dict[str, Any], resumed: bool, t0: float
     """``run.json``: spec, provenance, wall time; written last and atomically by rank 0
     (the workflow's completion marker). ``start_iter`` is the iteration resumed from (0
     when fresh), ``iters_done`` what this job trained: the wall time is for those."""
-    from .provenance import git_commit, package_versions
+    from .provenance import git_commit, machine, package_versions
     from .train import distributed_rank
 
     record = dict(spec=spec, seed=spec["seed"], resumed=resumed, git_commit=git_commit(),
                   world_size=int(os.environ.get("WORLD_SIZE", "1")),
-                  versions=package_versions(), wall_time_s=round(time.time() - t0, 2),
+                  versions=package_versions(), machine=machine(),
+                  wall_time_s=round(time.time() - t0, 2),
                   final_iter=final_iter, start_iter=start_iter,
                   iters_done=final_iter - start_iter, finished=time.strftime("%Y-%m-%dT%H:%M:%S"),
                   weight_change=weight_change)

@@ -16,6 +16,16 @@ from rewardseg.study import (StudyError, check_study, experiments, released_chec
 if isinstance(config.get("seeds"), list):
     config["seeds"] = [int(s) if isinstance(s, str) and s.strip().isdigit() else s
                        for s in config["seeds"]]
+# and so do values inside a mapping (`--config 'tuning={iters: 4}'`): numbers, booleans
+# and nulls are read back where the schema wants them (rewardseg.study.typed_overrides)
+from rewardseg.study import typed_overrides
+
+typed_overrides(config)
+
+# `--config recorded=paper/recorded/<study>`: rebuild figures, tables, deck and notebook
+# from a study's recorded results instead of training (rewardseg.recorded; `make figures`)
+RECORDED_FROM = config.pop("recorded", None)
+from rewardseg.recorded import RESULT_FILES as RECORDED_RESULT_FILES
 
 try:  # the JSON schema (enums from rewardseg.vocabulary), then the cross-field checks
     check_study(config, source="study config")
@@ -23,6 +33,19 @@ except StudyError as err:
     raise WorkflowError(str(err)) from None
 
 STUDY = config["study"]
+# this study's recorded run, when the repository has one: a run here is compared with it
+RECORDED = paths.recorded(STUDY)
+if RECORDED_FROM:
+    from rewardseg.recorded import RecordError, check_record, restore_conflict
+
+    try:
+        check_record(RECORDED_FROM, config)
+        conflict = restore_conflict(RECORDED_FROM, paths.study_result(STUDY, ""))
+    except RecordError as err:
+        raise WorkflowError(str(err)) from None
+    if conflict:
+        raise WorkflowError(conflict)
+    RECORDED = RECORDED_FROM
 SEEDS = [int(s) for s in config["seeds"]]
 VARIANTS = list(config["variants"])
 DATASET = config["dataset"]["name"]
@@ -49,7 +72,7 @@ def is_dry_run():
 # the data source, a manual download, the SLURM partition), checked before any job or
 # download, all of it in one message; a dry run only warns (a bad partition stops it too).
 # `--lint` reads the workflow without running it: skipped, as snakemake skips `envvars:`.
-if workflow.is_main_process and workflow.check_envvars:
+if workflow.is_main_process and workflow.check_envvars and not RECORDED_FROM:
     _preflight = preflight.check(config, os.environ, os.getcwd(), dry_run=is_dry_run())
     if _preflight.fatal:
         raise WorkflowError(_preflight.message())
@@ -59,6 +82,18 @@ if workflow.is_main_process and workflow.check_envvars:
 
 onstart:
     check_slurm_status_command()
+
+
+onsuccess:
+    print_reproduction()
+
+
+def print_reproduction():
+    """At the end of a run: how this study's numbers compare with its recorded run."""
+    found = paths.study_result(STUDY, "reproduction.md")
+    if not RECORDED_FROM and os.path.isfile(found):
+        with open(found) as fh:
+            logger.info(fh.read().rstrip())
 
 
 def check_slurm_status_command():
@@ -204,8 +239,8 @@ FIGURE_NEEDS = {
                 lambda input: ["--metrics", input.metrics]),
     "stats": (lambda wc: {"stats": paths.study_result(wc.study, "train_stats.csv")},
               lambda input: ["--stats", input.stats]),
-    "runs": (lambda wc: {"runs": first_seed_runs(wc)},
-             lambda input: ["--work-root", paths.WORK, "--seed", str(SEEDS[0])]),
+    "predictions": (lambda wc: {"predictions": paths.study_result(wc.study, "predictions.npz")},
+                    lambda input: ["--predictions", input.predictions]),
 }
 
 
@@ -253,12 +288,13 @@ def figure_outputs(study=STUDY, exts=("png", "pdf")):
 
 
 def notebook_figure_pngs(wildcards):
-    """The PNGs the results notebook shows as they are: the figures that load the trained
-    checkpoints (they need "runs"); it draws the others again from the tables."""
+    """The PNGs the results notebook shows as they are: the figures drawn from the
+    predictions of trained models ("predictions"); it draws the others again from the
+    tables."""
     from rewardseg import figures
 
     return [paths.figure(wildcards.study, name, "png") for name in figures.names(config)
-            if "runs" in figures.resolve(name)[0].needs]
+            if "predictions" in figures.resolve(name)[0].needs]
 
 
 def table_outputs(study=STUDY):
@@ -271,7 +307,11 @@ def table_outputs(study=STUDY):
 def all_outputs():
     """What `rule all` builds. HAVE_NODE comes from paper.smk (Node.js renders the deck);
     the Snakefile's `rule all` calls this after every rule file is included."""
-    outputs = run_results() + [paths.study_result(STUDY, "metrics.csv")]
+    outputs = [paths.study_result(STUDY, "metrics.csv")]
+    if not RECORDED_FROM:  # a rebuild from the record trains nothing
+        outputs += run_results()
+        if os.path.isfile(paths.recorded(STUDY, "metrics.csv")):
+            outputs.append(paths.study_result(STUDY, "reproduction.md"))
     outputs += figure_outputs() + table_outputs()
     outputs += [paths.study_result(STUDY, "results.html"), paths.build(STUDY, "slides.md")]
     if HAVE_NODE:
