@@ -39,3 +39,78 @@ def test_images_are_embedded_and_a_missing_one_is_named(tmp_path):
         embed_images(str(deck))
     assert deck.read_text() == '<img src="../figs/missing.png">'  # left as it was
     assert not os.path.exists(str(deck) + ".tmp")
+
+
+# ---------------------------------------------------------------- the deck's words
+RECORDED = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "paper", "recorded", "default")
+
+
+def recorded_study():
+    from rewardseg.study import load_study
+
+    return load_study(os.path.join(RECORDED, "study.yaml"))
+
+
+def test_the_estimators_are_described_as_the_loss_computes_them():
+    import copy
+
+    from rewardseg import vocabulary as voc
+    from rewardseg.slides import estimators_text
+    from rewardseg.study import variant_fields
+
+    study = recorded_study()
+    text = estimators_text(study)
+    sampling = [variant_fields(study, v) for v in study["variants"]
+                if variant_fields(study, v)["loss"] in voc.SAMPLING]
+    used = {f["normalize"] for f in sampling}
+    for normalize in voc.NORMALIZE:
+        assert (voc.NORMALIZE_WORDS[normalize] in text) == (normalize in used), normalize
+    assert "per valid pixel" not in text
+    for estimator in voc.ESTIMATORS:
+        assert f"**{voc.ESTIMATOR_TITLES[estimator]}** ({voc.ESTIMATOR_SOURCES[estimator]})" \
+            in text
+    for estimator in voc.SAMPLING:  # the code's default baseline is the one marked
+        if len(voc.BASELINES[estimator]) > 1:
+            default = voc.BASELINE_WORDS[voc.DEFAULT_BASELINE[estimator]]
+            assert f"**{default}** (default)" in text
+    ks = sorted({f["num_samples"] for f in sampling if f["loss"] == voc.SAMPLING[0]})
+    assert f"$k$ = {' or '.join(map(str, ks))} label maps" in text
+    # a run that averages over the pixels instead: the slide says so
+    pixel = copy.deepcopy(study)
+    first = next(v for v in pixel["variants"]
+                 if variant_fields(pixel, v)["loss"] == voc.SAMPLING[0])
+    pixel["variants"][first]["normalize"] = "pixel"
+    assert voc.NORMALIZE_WORDS["pixel"] in estimators_text(pixel)
+
+
+def test_the_deck_is_english_and_lists_variants_in_legends_not_comma_strings(tmp_path):
+    import re
+
+    from rewardseg.slides import build_slides
+    from rewardseg.study import experiments, labels
+    from rewardseg.vocabulary import experiment_title
+
+    study = recorded_study()
+    paper = tmp_path / "paper"
+    (paper / "tables" / study["study"]).mkdir(parents=True)
+    for name in ("final_miou.md", "per_class_iou.md"):
+        (paper / "tables" / study["study"] / name).write_text(
+            open(os.path.join(RECORDED, name)).read())
+    template = os.path.join(os.path.dirname(RECORDED), "..", "slides.md")
+    out = build_slides(template, study, os.path.join(RECORDED, "metrics.csv"),
+                       str(tmp_path / "deck" / "slides.md"), paper_dir=str(paper))
+    text = open(out).read()
+    front = text.split("\n---\n")[0]
+    assert re.search(r"^lang: en$", front, re.M)
+    names = labels(study)
+    for experiment, variants in experiments(study).items():
+        assert f"# {experiment_title(experiment)}\n" in text
+        joined = ", ".join(names[v] for v in variants)
+        assert joined not in text  # the figure's legend lists them, one a line
+    # the statistics are defined where they are shown
+    for words in ("95 % CI: unadjusted, paired over seeds",
+                  "p adjusted by Holm within the experiment",
+                  "the smallest Δ this design detects with 80 % power at that level"):
+        assert words in text
+    assert "{{" not in text

@@ -19,7 +19,8 @@ from .data import describe
 from .results import ALPHA, PLATEAU_POINTS, best_variant, pretrain_plateau, variant_table
 from .runconfig import pretrain_spec
 from .study import (controls, experiments, labels as variant_labels, released_checkpoints,
-                    tuning_fields)
+                    tuning_fields, variant_fields)
+from .vocabulary import experiment_title
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
@@ -56,7 +57,48 @@ def _values(study: dict) -> Dict[str, str]:
         "model": study["model"]["config"], "pretrain_desc": pretrain,
         "start": str(ref["start"]), "iters": str(ref["iters"]), "lr": f"{ref['lr']:g}",
         "min_lr": f"{ref['min_lr']:g}", "loss": ref["loss"], "baseline": ref["baseline"],
+        "estimators": estimators_text(study), "alpha": f"{ALPHA:g}",
     }
+
+
+def _values_of(found) -> str:
+    """Values as words: ``4``, ``1 or 4``, ``1, 2 or 4``."""
+    found = [f"{v:g}" if isinstance(v, float) else str(v) for v in found]
+    return found[0] if len(found) == 1 else ", ".join(found[:-1]) + " or " + found[-1]
+
+
+def estimators_text(study: dict) -> str:
+    """The deck's description of each estimator (``{{estimators}}``): the vocabulary's
+    words, with the study's values of the fields that ``models.losses.RewardLoss`` reads
+    (α, the samples per image, ``normalize``) and the code's default baseline."""
+    from .vocabulary import (BASELINE_WORDS, BASELINES, DEFAULT_BASELINE,
+                             ESTIMATOR_DESCRIPTIONS, ESTIMATOR_SOURCES, ESTIMATOR_TITLES,
+                             ESTIMATORS, NORMALIZE, NORMALIZE_LOGP, NORMALIZE_WORDS, SAMPLING)
+
+    reference = tuning_fields(study)
+    fields = [variant_fields(study, v) for v in study["variants"]]
+    parts = []
+    for estimator in ESTIMATORS:
+        mine = [f for f in fields if f["loss"] == estimator] or [reference]
+        normalize = [n for n in NORMALIZE if any(f["normalize"] == n for f in mine)]
+        samples = sorted({int(f["num_samples"]) for f in mine})
+        alpha = sorted({float(f["alpha"]) for f in mine})
+        text = ESTIMATOR_DESCRIPTIONS[estimator].format(
+            alpha=_values_of(alpha), k=_values_of(samples),
+            logp=NORMALIZE_LOGP[normalize[0]],
+            normalize="; ".join(NORMALIZE_WORDS[n] for n in normalize))
+        if estimator in SAMPLING and len(BASELINES[estimator]) > 1:
+            names = [f"**{BASELINE_WORDS[b]}** (default)" if b == DEFAULT_BASELINE[estimator]
+                     else BASELINE_WORDS[b] for b in BASELINES[estimator]]
+            text += " Baselines $b$: " + " · ".join(names) + "."
+        parts.append(f"**{ESTIMATOR_TITLES[estimator]}** ({ESTIMATOR_SOURCES[estimator]}): "
+                     + text)
+    return "\n\n".join(parts)
+
+
+EXPERIMENT_CAPTION = ("Lines: mean over {seeds} seeds, bands: 95 % CI; dash-dotted: the CE "
+                      "pretraining continuing its own schedule, dotted: its level at the "
+                      "start; the legend names each variant.")
 
 
 def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, str],
@@ -154,11 +196,11 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
         text = text.replace("<!-- overview -->", "Only this study has results so far.")
     labels = variant_labels(study)
     exp_slides = []
-    for name, variants in experiments(study).items():
-        shown = ", ".join(labels[v] for v in variants)
-        exp_slides.append(f"\n---\n\n# {name.replace('_', ' ').capitalize()}\n\n"
-                          f"![h:400](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
-                          f"<small>{shown}</small>\n")
+    caption = EXPERIMENT_CAPTION.format(seeds=len(study["seeds"]))
+    for name in experiments(study):  # the figure's legend lists the variants, one a line
+        exp_slides.append(f"\n---\n\n# {experiment_title(name)}\n\n"
+                          f"![h:440](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
+                          f'<p class="caption">{html_mod.escape(caption)}</p>\n')
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     metrics = pd.read_csv(metrics_csv)
     text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study),

@@ -100,11 +100,11 @@ ESTIMATOR_DESCRIPTIONS = {
         r"(α = {alpha}), loss = advantage × the image's CE **on the ground truth**. "
         "Nothing is sampled: an image-level re-weighting of maximum likelihood."),
     "reinforce": (
-        r"{k} label map(s) $y' \sim p_\theta(\cdot\mid x)$ per image, drawn pixel by pixel, "
+        r"$k$ = {k} label maps $y' \sim p_\theta(\cdot\mid x)$ per image, drawn pixel by pixel, "
         r"$R=\text{{mIoU}}(y', y^*)$, loss $-(R-b)\,{logp}$ per image and sample "
         "({normalize}), averaged over images and samples."),
     "local_expectation": (
-        r"one sampled map $y'$, every pixel's classes summed exactly: loss "
+        r"$k$ = {k} sampled maps $y'$ per image, every pixel's classes summed exactly: loss "
         r"$-\sum_j\sum_c p_j(c)\,(R(y'_{{-j}}, c) - R(y'))$ over the image's valid pixels $j$ "
         r"({normalize}), each $R(y'_{{-j}}, c)$ from the image's confusion counts. "
         "Unbiased, without the noise of pixel $j$'s own draw; no baseline needed."),
