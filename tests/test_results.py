@@ -429,6 +429,8 @@ def test_a_ci_excluding_zero_with_no_verdict_says_why_in_the_table(tmp_path):
     assert low > 0 and float(x["p (Holm)"]) >= ALPHA
     assert x["verdict"] == "n.s. after Holm (CI unadjusted)"
     assert '"n.s. after Holm": the unadjusted CI excludes 0' in md
+    tex = (tmp_path / "final_miou.tex").read_text()
+    assert "p (Holm) $<$ 0.05" in tex and "<" not in tex.replace("$<$", "")  # not ¡
     # findings.md (the README's table) says the same
     findings_md = (tmp_path / "findings.md").read_text()
     assert "| n.s. after Holm (CI unadjusted) |" in findings_md

@@ -895,7 +895,12 @@ def _latex(table: pd.DataFrame, notes: Optional[str] = None,
            group: Optional[str] = None) -> str:
     """A tabular; ``group``: a column whose change of value starts a new block (a rule);
     ``notes``: a paragraph below it."""
-    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("±", r"$\pm$").replace("Δ", r"$\Delta$")  # noqa: E731
+    def esc(text) -> str:  # LaTeX's specials; < and > are math (text mode prints ¡ ¿)
+        for plain, latex in (("_", r"\_"), ("%", r"\%"), ("±", r"$\pm$"), ("Δ", r"$\Delta$"),
+                             ("<", r"$<$"), (">", r"$>$")):
+            text = str(text).replace(plain, latex)
+        return text
+
     cols = [esc(c) for c in table.columns]
     lines = [r"\begin{tabular}{" + "l" * len(cols) + "}", r"\hline", " & ".join(cols) + r" \\",
              r"\hline"]
