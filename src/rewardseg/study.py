@@ -80,6 +80,56 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
     return study
 
 
+def typed_overrides(study: Dict[str, Any]) -> Dict[str, Any]:
+    """Numbers, booleans and nulls given as text, read back where the schema wants them.
+
+    ``snakemake --config 'tuning={iters: 4}'`` reads a value inside a mapping with YAML's
+    BaseLoader: every scalar is a string. Each string of the study at a place whose schema
+    type is integer, number, boolean or null (and not string) becomes what YAML reads it
+    as, when that is of a wanted type; anything else is left for the check to name. A
+    valid study is unchanged (no string is valid at those places). In place; returns it."""
+    from .schema import schema
+
+    full = schema()
+    _typed(study, full, full)
+    return study
+
+
+_SCALAR_TYPES = {"integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+                 "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+                 "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None}
+
+
+def _typed(node: Any, spec: Any, root: Dict[str, Any]) -> Any:
+    while isinstance(spec, dict) and "$ref" in spec:
+        target = root
+        for part in spec["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        spec = dict(target, **{k: v for k, v in spec.items() if k != "$ref"})
+    if not isinstance(spec, dict):
+        return node
+    if isinstance(node, str):
+        types = spec.get("type") or []
+        types = [types] if isinstance(types, str) else list(types)
+        wanted = [t for t in types if t in _SCALAR_TYPES]
+        if not wanted or "string" in types:
+            return node
+        try:
+            value = yaml.safe_load(node)
+        except yaml.YAMLError:
+            return node
+        return value if any(_SCALAR_TYPES[t](value) for t in wanted) else node
+    if isinstance(node, dict):
+        props, extra = spec.get("properties") or {}, spec.get("additionalProperties")
+        for key in node:
+            sub = props.get(key, extra)
+            if isinstance(sub, dict):
+                node[key] = _typed(node[key], sub, root)
+    elif isinstance(node, list) and isinstance(spec.get("items"), dict):
+        node[:] = [_typed(item, spec["items"], root) for item in node]
+    return node
+
+
 def _check_variant(where: str, spec: Dict[str, Any], base: Dict[str, Any],
                    released: Dict[int, Any], gpus: int) -> None:
     start, loss, baseline = spec["start"], spec["loss"], spec["baseline"]
