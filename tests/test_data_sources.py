@@ -35,7 +35,8 @@ def test_sources_are_the_modules_with_prepare_and_options():
         if hasattr(module, "OPTIONS") and hasattr(module, "prepare"):
             expected.add(info.name)
     assert set(data.SOURCES) == expected
-    assert data.SOURCES == ("cityscapes", "easyportrait", "mapillary", "synthetic")
+    assert data.SOURCES == ("cityscapes", "easyportrait", "mapillary", "synthetic",
+                            "synthetic_cityscapes")
     assert list(data.SOURCES) == sorted(data.SOURCES)
     for helper in ("archive", "labels", "meta", "options"):
         assert helper not in data.SOURCES
@@ -45,16 +46,20 @@ def test_declarations():
     settings = {s: data.source_module(s).CLASSES_OPTIONS for s in data.SOURCES}
     assert settings == {"synthetic": (None,), "cityscapes": (None, "cityscapes"),
                         "easyportrait": ("face_parsing", "portrait"),
-                        "mapillary": ("cityscapes", "vistas")}
+                        "mapillary": ("cityscapes", "vistas"),
+                        "synthetic_cityscapes": (None,)}
     secrets = {s: data.source_module(s).SECRETS for s in data.SOURCES}
     assert secrets == {"synthetic": (), "easyportrait": (), "mapillary": (),
-                       "cityscapes": ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD")}
+                       "cityscapes": ("CITYSCAPES_USERNAME", "CITYSCAPES_PASSWORD"),
+                       "synthetic_cityscapes": ()}
     assert {s: set(data.source_module(s).OPTIONS) for s in data.SOURCES} == {
         "synthetic": {"num_train", "num_val", "height", "width", "seed", "persons",
                       "person_size", "poles", "pole_width"},
         "cityscapes": {"raw_dir", "local_copy", "base_url"},
         "easyportrait": {"raw_dir", "local_copy", "urls", "sha256"},
-        "mapillary": {"raw_dir", "version"}}
+        "mapillary": {"raw_dir", "version"},
+        "synthetic_cityscapes": {"num_train", "num_val", "height", "width", "seed", "persons",
+                                 "person_size", "poles", "pole_width", "local_copy"}}
     for source in data.SOURCES:
         for key, spec in data.source_module(source).OPTIONS.items():
             assert spec["description"], (source, key)
@@ -139,7 +144,7 @@ def fake_source(tmp_path, monkeypatch):
 
 def test_a_new_module_is_a_new_source(fake_source, tmp_path, capsys):
     assert set(fake_source) == {"cityscapes", "easyportrait", "mapillary", "synthetic",
-                                "fakesrc"}
+                                "synthetic_cityscapes", "fakesrc"}
     assert "fakehelper" not in fake_source
     # the checks, the schema, describe and prepare all know it
     data.check_dataset({"name": "f", "source": "fakesrc", "size": 3, "classes": "three"})
@@ -190,9 +195,9 @@ def test_an_incomplete_source_is_refused_at_discovery(tmp_path, monkeypatch):
      "pole_width)"),
     ({"name": "k", "source": "kitti"},
      "study config: dataset.source 'kitti' is not a dataset source (one of: cityscapes, "
-     "easyportrait, mapillary, synthetic)"),
+     "easyportrait, mapillary, synthetic, synthetic_cityscapes)"),
     ({"name": "k"}, "study config: dataset.source is missing (one of: cityscapes, "
-                    "easyportrait, mapillary, synthetic)"),
+                    "easyportrait, mapillary, synthetic, synthetic_cityscapes)"),
     ({"source": "mapillary", "classes": "portrait"},
      "study config: dataset.classes 'portrait' is not valid for source 'mapillary' (valid: "
      "cityscapes, vistas)"),
@@ -273,8 +278,8 @@ def test_dataset_schema():
     # no defaults: a validator that fills them in would give every study one source's keys
     assert "default" not in json.dumps(schema).replace("(default", "")
     assert schema["num_train"] == {"type": "integer", "minimum": 1,
-                                   "description": "synthetic: number of train images "
-                                                  "(default 200)"}
+                                   "description": "synthetic, synthetic_cityscapes: number "
+                                                  "of train images (default 200)"}
     assert schema["local_copy"]["type"] == ["string", "null"]
     assert schema["raw_dir"]["type"] == "string"
     for source in ("cityscapes", "easyportrait", "mapillary"):
