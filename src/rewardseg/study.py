@@ -118,6 +118,11 @@ def _typed(node: Any, spec: Any, root: Dict[str, Any]) -> Any:
             value = yaml.safe_load(node)
         except yaml.YAMLError:
             return node
+        if isinstance(value, str) and "number" in wanted:  # YAML 1.1 reads 1e-6 as text
+            try:
+                value = float(value)
+            except ValueError:
+                return node
         return value if any(_SCALAR_TYPES[t](value) for t in wanted) else node
     if isinstance(node, dict):
         props, extra = spec.get("properties") or {}, spec.get("additionalProperties")
