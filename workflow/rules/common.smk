@@ -21,11 +21,6 @@ if isinstance(config.get("seeds"), list):
 from rewardseg.study import typed_overrides
 
 typed_overrides(config)
-# and so do values inside a mapping (`--config 'tuning={iters: 4}'`): numbers, booleans
-# and nulls are read back where the schema wants them (rewardseg.study.typed_overrides)
-from rewardseg.study import typed_overrides
-
-typed_overrides(config)
 
 # `--config recorded=paper/recorded/<study>`: rebuild figures, tables, deck and notebook
 # from a study's recorded results instead of training (rewardseg.recorded; `make figures`)
