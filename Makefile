@@ -3,6 +3,7 @@
 # so the workflow's jobs find `rewardseg`, `jupyter`, ... by name.
 #   make study STUDY=configs/studies/smoke.yaml   # another study (its config file)
 #   make study CORES=4                            # at most 4 cores (default: all)
+#   make figures        # figures, tables, deck, notebook from paper/recorded/default: no training
 # TORCH selects the PyTorch build installed into the venv (default: the CPU build used in
 # CI). On a GPU machine pass your CUDA build, e.g.
 #   make setup TORCH="torch==2.5.1 --index-url https://download.pytorch.org/whl/cu124"
@@ -12,10 +13,12 @@ TORCH ?= torch==2.13.0
 CORES ?= all
 # a study config file; empty: the default study (configs/studies/default.yaml)
 STUDY ?=
+# a study's recorded results (rewardseg record): `make figures` rebuilds from them
+RECORDED ?= paper/recorded/default
 BIN := $(VENV)/bin
 WITH_VENV := PATH="$(abspath $(BIN)):$$PATH"
 
-.PHONY: setup study test bench
+.PHONY: setup study figures test bench
 
 $(BIN)/rewardseg: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +32,11 @@ setup: $(BIN)/rewardseg
 # --show-failed-logs (a failing job's log on the console) comes from profiles/default.
 study: setup
 	$(WITH_VENV) $(BIN)/snakemake --cores $(CORES) $(if $(STUDY),--configfile $(STUDY))
+
+# Every figure, table, the deck and the notebook from the recorded results, no training.
+figures: setup
+	$(WITH_VENV) $(BIN)/snakemake --cores $(CORES) --configfile $(RECORDED)/study.yaml \
+		--config recorded=$(RECORDED)
 
 test: setup
 	$(WITH_VENV) $(BIN)/python -m pytest -q

@@ -5,6 +5,7 @@ the start-up of a training job.
     python bench/bench_workflow.py                      # dry-run times of every study config
     python bench/bench_workflow.py --finished DIR       # + no-op re-run time in a finished checkout
     python bench/bench_workflow.py --cold               # + cold default study in a fresh clone
+    python bench/bench_workflow.py --figures            # + `make figures` in a fresh clone
     python bench/bench_workflow.py --startup            # + start-up of a smoke tuning job
     python bench/bench_workflow.py --startup --no-dry-run --compare-src OLD/src
                                       # only the start-up, this checkout vs another's src/
@@ -35,7 +36,8 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGETS = {"dry-run": 10.0, "no-op": 10.0, "cold": 15 * 60.0, "start-up": 3.0}
+TARGETS = {"dry-run": 10.0, "no-op": 10.0, "cold": 15 * 60.0, "start-up": 3.0,
+           "figures": 60.0}
 BIN = os.path.dirname(sys.executable)
 ENV = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
 
@@ -206,6 +208,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finished", help="a checkout where the default study has finished")
     parser.add_argument("--cold", action="store_true", help="run the default study cold")
+    parser.add_argument("--figures", action="store_true",
+                        help="rebuild the default study's figures, tables, deck and notebook "
+                             "from its record (make figures) in a fresh clone")
     parser.add_argument("--cores", default="all")
     parser.add_argument("--no-dry-run", action="store_true",
                         help="skip the dry-run times of the study configs")
@@ -239,6 +244,19 @@ def main():
             report("cold", seconds, f"default study in {tmp}")
             seconds, out = timed(snake + ["--cores", args.cores], tmp)
             report("no-op", seconds)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if args.figures:
+        tmp = tempfile.mkdtemp(prefix="rewardseg-figures-")
+        try:
+            subprocess.run(["git", "clone", "-q", REPO, tmp], check=True)
+            recorded = os.path.join("paper", "recorded", "default")
+            seconds, out = timed(snake + ["--cores", args.cores, "--configfile",
+                                          os.path.join(recorded, "study.yaml"), "--config",
+                                          f"recorded={recorded}"], tmp)
+            built = len(glob.glob(os.path.join(tmp, "figures", "default", "*.png")))
+            report("figures", seconds, f"{built} figures, the tables, notebook and deck "
+                   f"from {recorded}")
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     if args.startup:

@@ -480,10 +480,10 @@ def per_class_figure(study: dict, metrics):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from .results import per_class_table
+    from .results import class_order, per_class_table
 
     labels = variant_labels(study)
-    classes = [c for c in metrics["class"].unique() if c != "mIoU"]
+    classes = class_order(metrics, study)  # the dataset's order
     table = per_class_table(metrics)
     cols = [c for c in classes if c in table.columns] + (["mIoU"] if "mIoU" in table.columns else [])
     order = [v for v in study["variants"] if v in table.index] + \

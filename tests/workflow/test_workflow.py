@@ -1,4 +1,6 @@
-"""The Snakemake DAG on the smoke study, schema rejection, determinism, kill and resume."""
+"""The Snakemake DAG on the smoke study, schema rejection, determinism, kill and resume,
+rebuilding from a record."""
+import glob
 import json
 import os
 import shutil
@@ -192,3 +194,61 @@ def test_pretraining_in_parts_lets_tuning_start_at_its_checkpoint(smoke, tmp_pat
         got, want = (os.path.join(r, "work/smoke", run, "val_metrics.jsonl") for r in (root, smoke))
         assert [json.loads(l)["metrics"] for l in open(got)] == \
             [json.loads(l)["metrics"] for l in open(want)], run
+
+
+def _outputs(root):
+    """What a reader gets, by path: every figure (PNG), table and the deck's Markdown."""
+    found = {}
+    for pattern in ("figures/smoke/*.png", "paper/tables/smoke/*", "paper/build/smoke/slides.md"):
+        for path in glob.glob(os.path.join(root, pattern)):
+            with open(path, "rb") as fh:
+                found[os.path.relpath(path, root)] = fh.read()
+    return found
+
+
+def test_a_record_rebuilds_the_outputs_without_training_and_a_run_compares_itself(smoke,
+                                                                                  tmp_path):
+    """`rewardseg record` of the finished smoke study; a fresh copy of the workflow rebuilt
+    from that record (`--config recorded=DIR`, what `make figures` runs) trains nothing and
+    writes the same figures, tables and deck. The run itself, given the record, says it is
+    identical; a record with one number changed reads "not identical" with the largest
+    per-run difference, and a rebuild over those results is refused."""
+    rec = str(tmp_path / "rec")
+    subprocess.run([os.path.join(BIN, "rewardseg"), "record", "--study", "smoke", "--out-dir",
+                    rec], cwd=smoke, env=ENV, check=True, capture_output=True)
+    rebuilt = copy_workflow(tmp_path / "rebuilt")
+    proc = snakemake(rebuilt, "--configfile", os.path.join(rec, "study.yaml"), "--config",
+                     f"recorded={rec}")
+    log = proc.stdout + proc.stderr
+    assert not os.path.exists(os.path.join(rebuilt, "work")), "a rebuild trained"
+    assert "restore_recorded" in log and "rule stage" not in log
+    ours, theirs = _outputs(rebuilt), _outputs(smoke)
+    assert len(theirs) >= 15 and set(ours) == set(theirs)
+    differ = sorted(p for p in ours if ours[p] != theirs[p])
+    assert not differ, differ
+    assert os.path.isfile(os.path.join(rebuilt, "results/smoke/results.html"))
+
+    # the run, with the record as the repository's paper/recorded/smoke
+    run = str(tmp_path / "run")
+    shutil.copytree(smoke, run, symlinks=True)
+    shutil.copytree(rec, os.path.join(run, "paper/recorded/smoke"))
+    proc = snakemake(run, "--configfile", "configs/studies/smoke.yaml")
+    report = os.path.join(run, "results/smoke/reproduction.md")
+    assert "**Identical**" in open(report).read()
+    assert "**Identical**" in proc.stdout + proc.stderr  # printed at the end
+    metrics = pd.read_csv(os.path.join(rec, "metrics.csv"))
+    run_rows = (metrics["variant"] == "reference") & (metrics["seed"] == 1)
+    last = metrics["step"] == metrics.loc[run_rows, "step"].max()
+    row = metrics.index[run_rows & last][0]
+    metrics.loc[row, "IoU"] += 7.0
+    metrics.to_csv(os.path.join(run, "paper/recorded/smoke/metrics.csv"), index=False)
+    snakemake(run, "--configfile", "configs/studies/smoke.yaml")
+    text = open(report).read()
+    classes = metrics["class"].nunique()
+    assert "**Not identical**" in text and "1 of" in text
+    assert f"{7.0 / classes:.4g} points (`reference`, seed 1)" in text
+    proc = snakemake(run, "--configfile", "paper/recorded/smoke/study.yaml", "--config",
+                     "recorded=paper/recorded/smoke", check=False)
+    assert proc.returncode != 0
+    assert "results/smoke/metrics.csv: differs from paper/recorded/smoke/metrics.csv" in (
+        proc.stdout + proc.stderr)

@@ -57,8 +57,9 @@ rule notebook:
 
 
 # The HTML leaves out snakemake's preamble cell (tagged snakemake-job-properties: the job's
-# paths on this machine, sys.path, a pickled blob), so it opens with the notebook's title;
-# the executed .ipynb keeps it as snakemake wrote it.
+# paths on this machine, sys.path, a pickled blob), so it opens with the notebook's title,
+# and the code of the cells tagged remove-input (set-up, tables: their outputs stay);
+# the executed .ipynb keeps it all as snakemake wrote it.
 rule notebook_html:
     input:
         paths.study_result("{study}", "results.ipynb"),
@@ -71,6 +72,7 @@ rule notebook_html:
     shell:
         "jupyter nbconvert --to html --TagRemovePreprocessor.enabled=True"
         " --TagRemovePreprocessor.remove_cell_tags=snakemake-job-properties"
+        " --TagRemovePreprocessor.remove_input_tags=remove-input"
         " --output-dir {params.outdir:q} {input:q} > {log} 2>&1"
 
 
