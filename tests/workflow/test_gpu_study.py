@@ -97,6 +97,21 @@ def test_dry_run_plans_every_job(tmp_path):
     assert job_counts(proc.stdout)["tune"] == 6
 
 
+def test_the_documented_cpu_command_is_the_tested_one():
+    """The study file's comment and the README give the CI size this test runs."""
+    import re
+
+    with open(os.path.join(REPO, CONFIG)) as fh:
+        comment = "".join(l for l in fh if l.startswith("#"))
+    with open(os.path.join(REPO, "README.md")) as fh:
+        readme = fh.read()
+    section = readme[readme.index("## A GPU check of the paper path on synthetic data"):]
+    section = section[:section.index("\n## ", 1)]
+    for text in (comment, section):
+        assert re.findall(r"'([a-z]+=\{.*?\})'", text) == REDUCED
+        assert f"--configfile {CONFIG}" in text
+
+
 def test_typed_overrides_reads_back_numbers_given_as_text():
     from rewardseg.study import check_study, typed_overrides
 
