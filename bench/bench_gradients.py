@@ -27,8 +27,21 @@ large as CE's at ``--lr``. Target: the default estimator (reinforce, rloo k=4 at
 ``normalize='image'``) within 0.1x-10x of CE on the decode head.
 
 Without a checkpoint (none given, or the file does not exist) it first trains the
-model with CE itself, like the study's pretraining up to its tuning start, and says so.
-A missing synthetic dataset is generated (a few seconds).
+model with CE itself, like the study's pretraining up to its tuning start, and says so
+(``--warmup-iters 0``: the model's random init, backbone init none). A missing synthetic
+dataset is generated (a few seconds).
+
+For a study whose data and released checkpoints are not here (Cityscapes), ``--size H W``
+measures on synthetic street scenes rendered at that size instead (their eight classes
+mapped by name to the model's, e.g. Cityscapes' trainIds; the scene is the crop, no
+augmentation), ``--warmup-size`` trains the warm-up on smaller ones, ``--terms
+cityscapes`` picks the Cityscapes studies' estimators, and ``--head-only`` takes only the
+heads' gradients (the backbone's forward pass without a graph: the decode-head columns
+and ``SGD lr ~ CE`` are the same, the backbone's are not printed)::
+
+    python bench/bench_gradients.py --study configs/studies/cityscapes.yaml \
+        --size 512 1024 --warmup-iters 0 --terms cityscapes --head-only \
+        --batch 2 --steps 3 --json out.json
 
 Usage::
 
