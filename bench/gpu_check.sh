@@ -44,6 +44,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 PYTHON=$(command -v "$PYTHON")
+case $PYTHON in /*) ;; *) PYTHON="$PWD/$PYTHON" ;; esac  # the study runs in another folder
 export PATH="$(dirname "$PYTHON"):$PATH"  # the workflow's jobs call `rewardseg`
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}  # deterministic cuBLAS
@@ -167,7 +168,7 @@ runs = sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "wo
 data["study"] = {"config": cfg, "overrides": sys.argv[5:], "status": status,
                  "wall_s": int(wall), "tune_runs": runs, "figures": len(figures),
                  "metrics_csv": any(glob.glob(os.path.join(root, "results", "*", "metrics.csv"))),
-                 "slides": sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "paper", "*", "*.html")))}
+                 "slides": sorted(os.path.relpath(p, root) for p in glob.glob(os.path.join(root, "paper", "build", "*", "*.html")))}
 json.dump(data, open(path, "w"), indent=1)
 EOF
 fi
