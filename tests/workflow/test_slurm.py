@@ -132,11 +132,30 @@ def after_study(plan_text):
 
 
 def same_numbers_as_local(root, smoke):
-    for path in glob.glob(os.path.join(smoke, "results/smoke/runs/*/seed*.json")):
+    """Each run's evaluations and the training statistics recorded beside them, and the
+    study's ``metrics.csv`` and ``train_stats.csv``, equal the local run's."""
+    found = glob.glob(os.path.join(smoke, "results/smoke/runs/*/seed*.json"))
+    assert found
+    for path in found:
         rel = os.path.relpath(path, smoke)
-        local = [e["metrics"] for e in json.load(open(path))["evals"]]
-        remote = [e["metrics"] for e in json.load(open(os.path.join(root, rel)))["evals"]]
-        assert remote == local, rel
+        local = json.load(open(path))["evals"]
+        remote = json.load(open(os.path.join(root, rel)))["evals"]
+        assert [e["metrics"] for e in remote] == [e["metrics"] for e in local], rel
+        assert [e["train"] for e in remote] == [e["train"] for e in local], rel
+    for name in ("metrics.csv", "train_stats.csv"):
+        assert read(root, "results/smoke", name) == read(smoke, "results/smoke", name), name
+
+
+def train_stats_csv(run_dir, pretrain_dir, out_dir):
+    """``train_stats.csv`` as the workflow's aggregation writes it, for one run."""
+    from rewardseg.results import aggregate, collect_run
+
+    os.makedirs(out_dir, exist_ok=True)
+    collect_run(pretrain_dir, os.path.join(out_dir, "pretrain.json"))
+    collect_run(run_dir, os.path.join(out_dir, "seed0.json"), pretrain_dir=pretrain_dir)
+    aggregate([os.path.join(out_dir, "seed0.json")], os.path.join(out_dir, "pretrain.json"),
+              os.path.join(out_dir, "metrics.csv"), os.path.join(out_dir, "train_stats.csv"))
+    return read(out_dir, "train_stats.csv")
 
 
 # ---------------------------------------------------------------- without accounting
@@ -259,8 +278,20 @@ def test_cancelled_job_is_retried_and_resumes(slurm, tmp_path):
     subprocess.run([os.path.join(BIN, "rewardseg"), "stage", "--spec", json.dumps(spec),
                     "--work-dir", str(again), "--threads", "1"], cwd=root, env=ENV,
                    check=True, capture_output=True)
+    run_dir = os.path.join(root, "work/cancel/long/seed0")
     final = lambda d: [json.loads(l) for l in open(os.path.join(d, "val_metrics.jsonl"))][-1]  # noqa: E731
-    assert final(str(again))["metrics"] == final(os.path.join(root, "work/cancel/long/seed0"))["metrics"]
+    assert final(str(again))["metrics"] == final(run_dir)["metrics"]
+    # every validation with the training means beside it (a resumed run keeps the
+    # statistics since its last validation: they travel in the checkpoint), and the
+    # train_stats.csv the aggregation makes of them
+    from rewardseg.results import read_val_metrics
+
+    assert read_val_metrics(run_dir) == read_val_metrics(str(again))
+    from rewardseg import paths
+
+    pretrain = paths.pretrain_dir("cancel", os.path.join(root, "work"))
+    assert train_stats_csv(run_dir, pretrain, str(tmp_path / "got")) == \
+        train_stats_csv(str(again), pretrain, str(tmp_path / "expected"))
 
 
 def test_bad_profile_settings_fail_before_submission(slurm, tmp_path):
