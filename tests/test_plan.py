@@ -62,6 +62,7 @@ FP32_1x8 = {"control": (1.0, "measured"), "reference": (1.2, "measured"),
 def r18(gpus=1, batch=8, precision="bf16", channels_last=False, **tuning):
     study = copy.deepcopy(load_study(R18))
     study["variants"].pop("local_exp")  # the six variants the numbers below are for
+    study["variants"].pop("sched_report", None)  # (the report's LR: reference's cost)
     study["seeds"] = [0, 1]
     study["resources"]["tune"]["gpus"] = gpus
     study["tuning"].update(batch_size=batch, precision=precision, channels_last=channels_last,
@@ -228,11 +229,15 @@ def test_cli_prints_layout_precision_and_source(measured_file, capsys):
     out = capsys.readouterr().out.splitlines()
     tune = next(l for l in out if l.startswith("tune "))
     fields = tune.split()
-    assert fields[1:6] == ["70", "1", "560000", "0.500", "77.78"]  # 7 variants x 10 seeds
+    study = load_study(R18)
+    runs = len(study["variants"]) * len(study["seeds"])  # 8 variants x 10 seeds
+    assert fields[1:6] == [str(runs), "1", str(runs * 8000), "0.500",
+                           f"{runs * 8000 * 0.5 / 3600:.2f}"]
     assert fields[6:9] == ["1x8", "BN", "bf16"]
     # the study trains channels-last; the file has bf16 rows in the other format only
     assert tune.endswith(f"measured, {DEVICE}, channels_last=False (1); "
-                         f"measured CE, {DEVICE}, channels_last=False (6)")
+                         f"measured CE, {DEVICE}, channels_last=False "
+                         f"({len(study['variants']) - 1})")
     pre = next(l for l in out if l.startswith("pretrain"))
     assert "1x8 BN" in pre and "fp32" in pre
     assert any(l.startswith("alternatives for tune") for l in out)
@@ -244,7 +249,9 @@ def test_cli_prints_layout_precision_and_source(measured_file, capsys):
     assert "4x2 SyncBN" in tune and tune.endswith("configured")
     # its one measured row (CE, 1 x 8 fp32) prices every variant on one GPU
     alt = next(l for l in out.splitlines() if l.split()[:3] == ["1x8", "BN", "fp32"])
-    assert alt.split()[3:5] == ["5.000", f"{42 * 40000 * 5.0 / 3600:.2f}"]  # 14 x 3 runs
+    r50 = load_study(R50)
+    runs = len(r50["variants"]) * len(r50["seeds"])
+    assert alt.split()[3:5] == ["5.000", f"{runs * 40000 * 5.0 / 3600:.2f}"]
     assert "not measured: 4x2 SyncBN fp32" in out
 
 
@@ -425,8 +432,10 @@ def test_readme_gpu_hours_are_rewritten_and_a_drift_is_named(tmp_path):
     assert re.fullmatch(r"\d+(\.\d)? GPU-h, measured on an H200 \(tune \d+(\.\d)?: 1 × 8 BN, "
                         r"bf16, channels-last\)", cell), cell
     stale = text.replace(cell, "7.5 GPU-h measured on an H200", 1)
-    stale = stale.replace("  1x8 BN      bf16+CL         0.117    54.06",
-                          "  1x8 BN      bf16+CL         0.117    50.00", 1)
+    # and an alternative's GPU-hours in the plan block (the README once said 50, not 54)
+    line = next(x for x in stale.splitlines() if x.startswith("  1x8 BN      bf16+CL "))
+    stale = stale.replace(line, line[:40] + "   50.00" + line[48:], 1)
+    assert line in text and line[:40] + "   50.00" + line[48:] != line
     problems = plan_mod.readme_problems(stale, REPO)
     assert len(problems) == 2, problems
     assert problems[0] == "the plan block is not what `rewardseg plan` prints now"
