@@ -731,3 +731,110 @@ def test_training_reward_puts_each_measure_on_its_own_axis_in_percent(study, tab
         assert fig.legends
     finally:
         plt.close(fig)
+
+
+DEFAULT_RECORD = os.path.join(REPO, "paper", "recorded", "default")
+
+
+def test_the_qualitative_panel_shows_the_best_reward_tuned_variant_and_says_so():
+    """From the default study's record: the panel's second model is reward-tuned (a loss of
+    vocabulary.ESTIMATORS, not a CE variant such as Lovasz or unweighted CE) and beats its
+    control; with every reward-tuned variant made worse, it shows the highest Δ and says
+    it is not better."""
+    study = load_study(os.path.join(DEFAULT_RECORD, "study.yaml"))
+    metrics = pd.read_csv(os.path.join(DEFAULT_RECORD, "metrics.csv"))
+    (control, best), better = figures.qualitative_variants(study, metrics)
+    assert control == "control" and better
+    assert variant_fields(study, best)["loss"] in vocabulary.ESTIMATORS
+    tuned = [v for v in study["variants"]
+             if variant_fields(study, v)["loss"] in vocabulary.ESTIMATORS]
+    worse = metrics.copy()
+    rows = worse["variant"].isin(tuned) & (worse["step"] > 0)
+    worse.loc[rows, "IoU"] -= 30.0
+    worse.loc[worse["variant"].eq(tuned[-1]) & (worse["step"] > 0), "IoU"] += 29.0
+    (_, shown), better = figures.qualitative_variants(study, worse)
+    assert (shown, better) == (tuned[-1], False)
+
+
+def fake_predictions(rows=3, classes=("road", "car", "person")):
+    rng = np.random.default_rng(1)
+    data = {"variants": np.array(["control", "reference"]), "better": np.array(True),
+            "seed": np.array(0), "classes": np.array(list(classes)),
+            "palette": rng.integers(0, 255, size=(len(classes), 3)).astype(np.uint8),
+            "names": np.array([f"img{i}.png" for i in range(rows)]),
+            "disagreement": np.linspace(0.3, 0.1, rows), "searched": np.array(10)}
+    for row in range(rows):
+        data[f"image{row}"] = rng.integers(0, 255, size=(64, 128, 3)).astype(np.uint8)
+        data[f"label{row}"] = rng.integers(0, len(classes), size=(64, 128)).astype(np.uint8)
+        data[f"pred{row}"] = rng.integers(0, len(classes), size=(2, 64, 128)).astype(np.uint8)
+    return data
+
+
+@pytest.mark.parametrize("classes", [("road", "car", "person"),
+                                     tuple(f"class{i}" for i in range(19))])
+def test_the_qualitative_panel_is_drawn_from_its_predictions_file_and_legible(tmp_path,
+                                                                               classes):
+    study = load_study(os.path.join(REPO, "configs", "studies", "smoke.yaml"))
+    path = figures.save_predictions(fake_predictions(classes=classes),
+                                    str(tmp_path / "predictions.npz"))
+    out = str(tmp_path / "qualitative.png")
+    figures.draw("qualitative", study, out, predictions=path)
+    info, (width, height) = png_text(out)
+    scale = min(figures.SLIDE_PX / height, 1100 / width)
+    assert float(info["min_text_px"]) * scale >= 12.0, (info["min_text_px"], width, height)
+    fig = figures.build("qualitative", study, predictions=path)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[3].startswith("best reward-tuned:")
+    assert [ax.get_ylabel() for ax in fig.axes[::4]] == ["30.0 %\ndiffer", "20.0 %\ndiffer",
+                                                         "10.0 %\ndiffer"]
+
+
+def test_the_qualitative_predictions_are_where_the_two_models_differ_most(tmp_path,
+                                                                           monkeypatch):
+    """Of the validation images searched, the panel keeps those on which the control's
+    and the tuned variant's predictions disagree on the most labelled pixels, most first;
+    ignored pixels (255) do not count."""
+    import torch
+    from PIL import Image
+    from types import SimpleNamespace
+
+    import mmseg.apis
+
+    study = load_study(os.path.join(DEFAULT_RECORD, "study.yaml"))
+    metrics = pd.read_csv(os.path.join(DEFAULT_RECORD, "metrics.csv"))
+    (_, best), _ = figures.qualitative_variants(study, metrics)
+    differ = [0.1, 0.5, 0.0, 0.3, 0.9]  # fraction of labelled pixels that differ
+    pairs = []
+    for i, frac in enumerate(differ):
+        img, gt = str(tmp_path / f"i{i}.png"), str(tmp_path / f"g{i}.png")
+        Image.fromarray(np.full((10, 20, 3), i, np.uint8)).save(img)
+        label = np.zeros((10, 20), np.uint8)
+        label[:, 10:] = 255 if i == 4 else 0  # image 4: half ignored, its differences there
+        Image.fromarray(label).save(gt)
+        pairs.append((img, gt))
+
+    def predict(model, path):
+        i = int(os.path.basename(path)[1:-4])
+        pred = np.zeros((10, 20), np.int64)
+        if model.variant == best:
+            if i == 4:
+                pred[:, 10:] = 1  # only on ignored pixels: no labelled pixel differs
+            else:
+                pred.flat[: int(round(differ[i] * pred.size))] = 1
+        return SimpleNamespace(pred_sem_seg=SimpleNamespace(data=torch.from_numpy(pred)[None]))
+
+    def init_model(cfg, checkpoint, device):
+        variant = cfg.split(os.sep)[-3]
+        return SimpleNamespace(variant=variant, cfg=None,
+                               dataset_meta={"classes": ["a", "b"], "palette": [[0, 0, 0], [9, 9, 9]]})
+
+    monkeypatch.setattr(mmseg.apis, "init_model", init_model)
+    monkeypatch.setattr(mmseg.apis, "inference_model", predict)
+    monkeypatch.setattr(figures, "val_pairs", lambda cfg: pairs)
+    monkeypatch.setattr(figures, "_last_checkpoint", lambda run_dir: "x.pth")
+    data = figures.qualitative_predictions(study, metrics, work_root=str(tmp_path), seed=0,
+                                           num_images=3)
+    assert list(data["names"]) == ["i1.png", "i3.png", "i0.png"]
+    assert np.allclose(data["disagreement"], [0.5, 0.3, 0.1])
+    assert list(data["variants"]) == ["control", best] and int(data["searched"]) == 5
+    assert data["image0"].shape == (10, 20, 3) and data["pred0"].shape == (2, 10, 20)

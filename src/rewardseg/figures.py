@@ -767,6 +767,7 @@ def val_pairs(cfg) -> List[tuple]:
 # written by ``rewardseg predictions`` from the finished runs), so a recorded study draws
 # it again without its checkpoints (``rewardseg.recorded``).
 QUALITATIVE_IMAGES = 3      # rows of the panel
+QUALITATIVE_PT = 14.0       # its text: the panel is tall, so a slide shows it smaller
 QUALITATIVE_CANDIDATES = 24  # validation images searched for the largest disagreement
 IGNORE_INDEX = 255
 
@@ -821,7 +822,7 @@ def qualitative_predictions(study: dict, metrics, work_root: str = paths.WORK, s
         differ = float((preds[0] != preds[-1])[labelled].mean()) if labelled.any() else 0.0
         found.append((-differ, index, path, gt, preds))
         found = sorted(found, key=lambda f: f[:2])[:num_images]
-    root = os.path.dirname(os.path.commonpath([f[2] for f in found])) if found else ""
+    root = os.path.commonpath([os.path.dirname(f[2]) for f in found]) if found else ""
     out: Dict[str, Any] = {
         "variants": np.array(shown), "better": np.array(better), "seed": np.array(seed),
         "classes": np.array(list(meta.get("classes", []))),
@@ -881,34 +882,42 @@ def qualitative_figure(study: dict, predictions: Dict[str, Any]):
         out[valid] = palette[label[valid]]
         return out
 
-    cols = 2 + len(shown)
-    fig, axes = plt.subplots(max(rows, 1), cols, figsize=(3.2 * cols, 1.9 * max(rows, 1) + 1.4),
-                             squeeze=False)
+    cols, lines = 2 + len(shown), max(rows, 1)
+    first = data.get("image0")
+    aspect = first.shape[0] / first.shape[1] if first is not None else 0.5
+    panel = 3.0  # inches a panel is wide; text QUALITATIVE_PT stays >= 12 px on a slide
+    ncol = max(1, min(len(classes), int(panel * cols / 2.0)))
+    legend_rows = -(-len(classes) // ncol)
+    height = lines * (panel * aspect + 0.12) + 1.35 + 0.3 * legend_rows
+    # shown SLIDE_PX high on a slide: text of `size` pt is size * SLIDE_PX / (72 * height) px
+    size = max(QUALITATIVE_PT, round(12.5 * 72 * height / SLIDE_PX + 0.49))
+    fig, axes = plt.subplots(lines, cols, figsize=(panel * cols, height), squeeze=False)
     titles = ["input", "ground truth", labels.get(shown[0], shown[0])]
     if len(shown) > 1:
         verdict = ("best reward-tuned" if bool(data["better"]) else
-                   "best reward-tuned\n(not better than its control)")
+                   "best reward-tuned (not\nbetter than its control)")
         titles.append(f"{verdict}:\n{labels.get(shown[1], shown[1])}")
     for row in range(rows):
         panels = [data[f"image{row}"], colour(data[f"label{row}"])]
         panels += [colour(p) for p in data[f"pred{row}"]]
-        for col, panel in enumerate(panels):
+        for col, shown_panel in enumerate(panels):
             ax = axes[row, col]
-            ax.imshow(panel)
+            ax.imshow(shown_panel)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
-                ax.set_title(titles[col], fontsize=11)
-        axes[row, 0].set_ylabel(f"{100 * float(data['disagreement'][row]):.1f} % of\n"
-                                "pixels differ", fontsize=10)
+                ax.set_title(titles[col], fontsize=size)
+        axes[row, 0].set_ylabel(f"{100 * float(data['disagreement'][row]):.1f} %\ndiffer",
+                                fontsize=size)
     handles = [Patch(color=np.array(palette[i]) / 255.0, label=name)
                for i, name in enumerate(classes)]
-    fig.legend(handles=handles, loc="lower center", ncol=min(7, max(len(handles), 1)),
-               fontsize=10, frameon=False)
-    fig.suptitle(f"Where the control and the best reward-tuned variant differ most "
-                 f"({int(data['searched'])} validation images searched, seed "
-                 f"{int(data['seed'])}); black = ignored", fontsize=12)
-    fig.tight_layout(rect=(0, 0.09, 1, 0.96), h_pad=0.4)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=size,
+               frameon=False, handlelength=1.2, columnspacing=1.0)
+    fig.suptitle(f"Where the two differ most ({int(data['searched'])} validation images "
+                 f"searched, seed {int(data['seed'])}); black: ignored",
+                 fontsize=size)
+    bottom = (0.3 * legend_rows + 0.15) / height
+    fig.tight_layout(rect=(0, bottom, 1, 1 - 0.35 / height), h_pad=0.3, w_pad=0.3)
     return fig
 
 

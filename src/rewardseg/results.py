@@ -846,7 +846,7 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
         "variant": final["variant"],
         "description": [labels.get(v, v) for v in final["variant"]],
         "seeds": final["n"],
-        "final mIoU (%)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
+        "final mIoU (%, mean ± std)": [f"{m:.2f} ± {s:.2f}" for m, s in zip(final["mean"], final["std"])],
         "control (its mIoU)": [control_text(c) for c in final["control"]],
         "Δ vs control [95 % CI]": [_delta_text(row) for _, row in final.iterrows()],
         "p (Holm)": [("< 0.001" if p < 0.001 else f"{p:.3f}") if pd.notna(p) else ""

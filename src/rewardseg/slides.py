@@ -96,9 +96,8 @@ def estimators_text(study: dict) -> str:
     return "\n\n".join(parts)
 
 
-EXPERIMENT_CAPTION = ("Lines: mean over {seeds} seeds, bands: 95 % CI; dash-dotted: the CE "
-                      "pretraining continuing its own schedule, dotted: its level at the "
-                      "start; the legend names each variant.")
+EXPERIMENT_CAPTION = ("Mean over {seeds} seeds, 95 % CI bands; dash-dotted: CE pretraining "
+                      "on its own schedule, dotted: its level at the start.")
 
 
 def _summary(metrics: pd.DataFrame, labels: Dict[str, str], controls: Dict[str, str],
