@@ -114,3 +114,28 @@ def test_the_deck_is_english_and_lists_variants_in_legends_not_comma_strings(tmp
                   "the smallest Δ this design detects with 80 % power at that level"):
         assert words in text
     assert "{{" not in text
+
+
+def test_the_setup_slide_says_how_far_the_tuning_start_is_from_the_converged_end(tmp_path):
+    """The pretraining may have converged at its end while the tuning starts earlier: the
+    setup slide gives both, from metrics.csv (a changed number changes the slide)."""
+    import pandas as pd
+
+    from rewardseg.slides import _plateau
+    from rewardseg.study import tuning_fields
+
+    study = recorded_study()
+    start = tuning_fields(study)["start"]
+    metrics = pd.read_csv(os.path.join(RECORDED, "metrics.csv"))
+    pre = metrics[(metrics["variant"] == "pretrain") & (metrics["class"] == "mIoU")]
+    at_start = pre[pre["step"] == start]["IoU"].iloc[0]
+    end = pre.sort_values("step").iloc[-1]
+    text = _plateau(metrics, start)
+    assert "converged" in text
+    assert (f"the tuning starts at {start} ({at_start:.2f}), where CE still gains "
+            f"{end['IoU'] - at_start:+.2f} by {int(end['step'])}") in text
+    lower = metrics.copy()
+    lower.loc[(lower["variant"] == "pretrain") & (lower["class"] == "mIoU")
+              & (lower["step"] == start), "IoU"] -= 1.0
+    assert f"({at_start - 1.0:.2f})" in _plateau(lower, start)
+    assert "tuning starts" not in _plateau(metrics, int(end["step"]))

@@ -25,14 +25,22 @@ from .vocabulary import experiment_title
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
 
 
-def _plateau(metrics: pd.DataFrame) -> str:
+def _plateau(metrics: pd.DataFrame, start: Optional[int] = None) -> str:
+    """Whether the CE pretraining converged, and (``start``: the reference's tuning start)
+    how far below its end the checkpoint the tuning starts from is."""
     found = pretrain_plateau(metrics)
     if found is None:
         return "n/a (fewer than two pretraining evaluations)"
     verdict = "converged" if found["converged"] else "**not converged**"
-    return (f"final mIoU {found['final']:.2f} at {found['final_step']}; the last quarter "
+    text = (f"final mIoU {found['final']:.2f} at {found['final_step']}; the last quarter "
             f"(from {found['step']}) added {found['gain']:+.2f} points → {verdict} "
             f"(criterion < {PLATEAU_POINTS:g})")
+    pre = metrics[(metrics["variant"] == paths.PRETRAIN) & (metrics["class"] == "mIoU")]
+    at_start = pre[pre["step"] == start]["IoU"]
+    if start is not None and start < found["final_step"] and len(at_start):
+        text += (f"; the tuning starts at {start} ({at_start.iloc[0]:.2f}), where CE still "
+                 f"gains {found['final'] - at_start.iloc[0]:+.2f} by {found['final_step']}")
+    return text
 
 
 def _values(study: dict) -> Dict[str, str]:
@@ -204,7 +212,7 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
     metrics = pd.read_csv(metrics_csv)
     text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study),
                                                      experiments(study)))
-    text = text.replace("{{plateau}}", _plateau(metrics))
+    text = text.replace("{{plateau}}", _plateau(metrics, tuning_fields(study)["start"]))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)
 
