@@ -71,7 +71,13 @@ class FigureSpec:
         return {self.field: found.group("v")} if found else None
 
     def caption_for(self, study: str, **values: str) -> str:
-        return self.caption.format(study=study, **values)
+        """The caption, its fields filled in; a family of experiments' also gets the
+        experiment's ``{question}`` (``vocabulary.experiment_question``)."""
+        from .vocabulary import experiment_question
+
+        extra = {"question": experiment_question(values["experiment"])} \
+            if "experiment" in values else {}
+        return self.caption.format(study=study, **values, **extra)
 
 
 FIGURES: Dict[str, FigureSpec] = {}
@@ -292,7 +298,7 @@ def _fit_right_legend(fig, legend, top: float = 1.0, bottom: float = 0.0) -> Non
 # ---------------------------------------------------------------- the figures
 
 @figure("exp_{experiment}", needs=("metrics",), each=lambda study: list(experiments(study)),
-        caption="Study ``{study}``, experiment ``{experiment}``: validation mIoU (%) of its "
+        caption="{question} Study ``{study}``, experiment ``{experiment}``: validation mIoU (%) of its "
                 "variants over the fine-tuning window (mean and 95 % band over seeds) next "
                 "to the CE control; as context, the CE pretraining continuing its own "
                 "schedule (dash-dotted, shaded before the start) and its level at the "

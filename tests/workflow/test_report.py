@@ -50,6 +50,16 @@ def test_every_figure_caption_is_valid_restructuredtext(name, caption):
     assert not warnings and not messages, (name, warnings, messages)
 
 
+def test_each_figure_of_a_study_has_its_own_caption():
+    """No two figures of a study share a caption: each experiment's names its question."""
+    by_study = {}
+    for name, caption in _captions():
+        by_study.setdefault(name.split(":", 1)[0], []).append(caption)
+    assert by_study
+    for study, captions in by_study.items():
+        assert len(set(captions)) == len(captions), study
+
+
 def test_every_registered_pattern_is_checked():
     checked = {figures.resolve(name.split(":", 1)[1])[0].pattern for name, _ in _captions()}
     assert checked == set(figures.FIGURES)
