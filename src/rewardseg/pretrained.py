@@ -1,11 +1,11 @@
 """ImageNet backbone weights through mmengine's own ``open-mmlab://`` mechanism.
 
-A baseline trained from scratch starts its backbone from ``model.pretrained`` (upstream:
+A CE pretraining trained here starts its backbone from ``model.pretrained`` (upstream:
 ``open-mmlab://resnet50_v1c``). mmengine resolves the name with its model table
 (``mmengine/hub/openmmlab.json``, extended by ``$MMENGINE_HOME/open_mmlab.json``) and
 caches the file in torch's hub directory (``$TORCH_HOME/hub/checkpoints``). The workflow
 fetches it once on the submitting machine, so compute nodes without internet access find
-it in the (shared) cache. Runs that load a checkpoint anyway (tuning, released baselines)
+it in the (shared) cache. Runs that load a checkpoint anyway (tuning, released pretraining checkpoints)
 skip it: see :func:`rewardseg.runconfig.build_run_config`.
 """
 from __future__ import annotations
