@@ -51,6 +51,21 @@ def snakemake(cwd, *args, check=True):
     return proc
 
 
+def job_counts(stdout):
+    """Jobs per rule from the "Job stats" table snakemake prints (a dry run included)."""
+    counts, in_stats = {}, False
+    for line in stdout.splitlines():
+        if line.startswith("Job stats"):
+            in_stats = True
+            continue
+        parts = line.split()
+        if in_stats and len(parts) == 2 and parts[1].isdigit():
+            counts[parts[0]] = int(parts[1])
+            if parts[0] == "total":
+                break
+    return counts
+
+
 @pytest.fixture(scope="session")
 def smoke(tmp_path_factory):
     """The whole DAG on the smoke study, once per session, in a copy of the workflow."""

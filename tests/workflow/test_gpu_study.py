@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow, snakemake
+from conftest import REPO, copy_workflow, job_counts, snakemake
 
 STUDY = "gpu-synthetic"
 CONFIG = f"configs/studies/{STUDY}.yaml"
@@ -31,20 +31,6 @@ JOBS = {"dataset": 1, "pretrained_weights": 1, "study_config": 1, "pretrain_part
 def study():
     with open(os.path.join(REPO, CONFIG)) as fh:
         return yaml.safe_load(fh)
-
-
-def job_counts(stdout):
-    counts, in_stats = {}, False
-    for line in stdout.splitlines():
-        if line.startswith("Job stats"):
-            in_stats = True
-            continue
-        parts = line.split()
-        if in_stats and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-            if parts[0] == "total":
-                break
-    return counts
 
 
 def test_the_study_runs_the_paper_path_and_needs_no_download():

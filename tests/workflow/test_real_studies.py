@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ENV, REPO, copy_workflow, snakemake
+from conftest import ENV, REPO, copy_workflow, job_counts, snakemake
 from fakeserver import FakeServer
 
 def study_config(study):
@@ -24,20 +24,6 @@ STUDIES = {  # study -> (tune jobs, class-weight jobs)
     "easyportrait": (9 * 3, 2),
     "mapillary": (4 * 3, 0),
 }
-
-
-def job_counts(stdout):
-    counts, in_stats = {}, False
-    for line in stdout.splitlines():
-        if line.startswith("Job stats"):
-            in_stats = True
-            continue
-        parts = line.split()
-        if in_stats and len(parts) == 2 and parts[1].isdigit():
-            counts[parts[0]] = int(parts[1])
-            if parts[0] == "total":
-                break
-    return counts
 
 
 @pytest.mark.parametrize("study", sorted(STUDIES))
