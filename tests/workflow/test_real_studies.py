@@ -19,8 +19,8 @@ def study_config(study):
 
 
 STUDIES = {  # study -> (tune jobs, class-weight jobs)
-    "cityscapes": (14 * 3, 2),
-    "cityscapes-r18": (7 * 10, 0),
+    "cityscapes": (15 * 3, 2),
+    "cityscapes-r18": (8 * 10, 0),
     "easyportrait": (9 * 3, 2),
     "mapillary": (4 * 3, 0),
 }
