@@ -251,6 +251,13 @@ def evaluate_released(spec: Dict[str, Any], work_dir: str, launcher: str = "none
     rank = distributed_rank()
     done = {rec["step"] for rec in read_val_metrics(work_dir)}
     init_cpu_process_group(launcher)
+    if launcher != "none":
+        import torch.distributed as dist
+
+        if not dist.is_initialized():  # GPUs: mmengine's set-up (NCCL, each rank's device),
+            from mmengine.dist import init_dist  # which its Runner then finds in place
+
+            init_dist(launcher)
     for step, ckpt in sorted(spec["released"].items(), key=lambda kv: int(kv[0])):
         path = paths.checkpoint(work_dir, int(step))
         if rank == 0:
