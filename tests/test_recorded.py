@@ -99,7 +99,7 @@ def test_an_identical_run_reads_identical(finished):
                     here=runs_machine(finished["work"], "s"))
     assert found["identical"] and found["runs"]["compared"] == 4
     text = render(found)
-    assert "**Identical**" in text and "Some CPU, 2 torch threads" in text
+    assert "**Identical**" in text and "Some CPU, torch threads: 2" in text
 
 
 def test_a_different_run_reports_its_largest_per_run_difference(finished):

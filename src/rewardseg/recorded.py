@@ -141,7 +141,7 @@ def _differences(ours, theirs, keys: List[str], value: str) -> Dict[str, Any]:
 def final_miou(metrics):
     """Final-step mIoU (mean over classes, %) of every run of a metrics table."""
     last = metrics.groupby(["variant", "seed"])["step"].transform("max")
-    final = metrics[metrics["step"] == last]
+    final = metrics[metrics["step"] == last].sort_values(METRIC_KEYS)  # sums in one order
     return final.groupby(["variant", "seed"], as_index=False)["IoU"].mean()
 
 
@@ -183,7 +183,7 @@ def _machine(machine: Dict[str, Any]) -> str:
     parts = ["; ".join(map(str, machine.get("cpu") or ["CPU unknown"]))]
     threads = machine.get("torch_threads") or []
     if threads:
-        parts.append(f"{'/'.join(map(str, threads))} torch threads")
+        parts.append(f"torch threads: {', '.join(map(str, threads))}")
     devices = [d for d in machine.get("device") or [] if d != "cpu"]
     if devices:
         parts.append(", ".join(devices))
