@@ -59,6 +59,22 @@ def test_the_schema_takes_its_names_from_the_vocabulary():
     assert set(fields["optimizer"]["enum"]) == set(vocabulary.OPTIMIZERS)
 
 
+
+def test_the_schemas_defaults_are_the_codes():
+    """Defaults are written once, in ``study.py``; a ``default`` the schema file shows for
+    the reader (``pretrain:``) must be that one, and every field with a default is a field
+    of the schema."""
+    from rewardseg import schema as schema_module
+    from rewardseg.study import PRETRAIN_DEFAULTS, TUNING_DEFAULTS
+
+    full = schema_module.schema()
+    for fields, defaults in ((full["properties"]["pretrain"]["properties"], PRETRAIN_DEFAULTS),
+                             (full["$defs"]["run_fields"]["properties"], TUNING_DEFAULTS)):
+        assert set(defaults) <= set(fields)
+        shown = {k: v["default"] for k, v in fields.items() if "default" in v}
+        assert {k: defaults[k] for k in shown if k in defaults} == \
+            {k: v for k, v in shown.items() if k in defaults}
+
 def test_a_new_estimator_needs_only_the_vocabulary(study, monkeypatch):
     """An estimator added to vocabulary.py is accepted by the schema and the study check
     (its implementation is RewardLoss's business), with its own default baseline."""

@@ -11,13 +11,9 @@ import os
 from typing import Any, Dict, Optional
 
 from . import paths
-from .study import StudyError, released_checkpoints, variant_fields
-from .vocabulary import OPTIMIZERS
+from .study import PRETRAIN_DEFAULTS, StudyError, released_checkpoints, variant_fields
+from .vocabulary import FP32, OPTIMIZERS
 
-# ``class_weight_smoothing``: None = the pretraining's decode-head CE is unweighted;
-# a number s = weighted by the dataset's ``class_weights_s<s>.json`` (like a variant's)
-PRETRAIN_DEFAULTS = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0, precision="fp32",
-                         channels_last=False, class_weight_smoothing=None)
 ADAMW_WEIGHT_DECAY = 0.01
 
 
@@ -141,5 +137,5 @@ def build_run_config(spec: Dict[str, Any], record_step: Optional[int] = None):
     cfg.model.decode_head.loss_decode = losses
     if not spec.get("aux_head", True):
         cfg.model.auxiliary_head = None
-    precision_config(cfg, spec.get("precision") or "fp32", bool(spec.get("channels_last")))
+    precision_config(cfg, spec.get("precision") or FP32, bool(spec.get("channels_last")))
     return cfg

@@ -16,17 +16,22 @@ import yaml
 
 from . import paths
 from .schema import schema_error
-from .vocabulary import BASELINES, DEFAULT_BASELINE, MIN_GLOBAL_BATCH, MIN_SAMPLES
+from .vocabulary import BASELINES, DEFAULT_BASELINE, FP32, MIN_GLOBAL_BATCH, MIN_SAMPLES
 
-RUN_FIELDS = ("start", "iters", "eval_interval", "batch_size", "lr", "min_lr", "optimizer",
-              "weight_decay", "loss", "baseline", "alpha", "num_samples", "sample_at",
-              "normalize", "ema_momentum", "ce_weight", "aux_head", "class_weight_smoothing",
-              "experiment", "label", "control")
-# ``baseline`` is left out: a variant gets its estimator's default (vocabulary.DEFAULT_BASELINE)
+# The defaults of a study's run fields, the one place they are written (``runconfig`` reads
+# them). The CE pretraining's: ``class_weight_smoothing`` None = its decode-head CE is
+# unweighted; a number s = weighted by the dataset's ``class_weights_s<s>.json`` (like a
+# variant's).
+PRETRAIN_DEFAULTS = dict(batch_size=4, lr=0.01, min_lr=1e-4, seed=0, precision=FP32,
+                         channels_last=False, class_weight_smoothing=None)
+# A variant's (``tuning:`` and the variant's own fields override them). ``baseline`` is left
+# out: a variant gets its estimator's default (vocabulary.DEFAULT_BASELINE)
 TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=None,
                        alpha=0.1, num_samples=2, sample_at="logits", normalize="image",
                        ema_momentum=0.9, ce_weight=0.0, aux_head=True,
-                       class_weight_smoothing=None, precision="fp32", channels_last=False)
+                       class_weight_smoothing=None, precision=FP32, channels_last=False)
+
+
 class StudyError(ValueError):
     """A study config that cannot run; the message names the key."""
 

@@ -44,6 +44,7 @@ OPTIMIZERS = ("sgd", "adamw")
 # training precision of a run: fp32, or mixed precision (autocast) in bfloat16 or in float16
 # with dynamic loss scaling; the reward and its sampling always run in float32
 PRECISIONS = ("fp32", "bf16", "fp16")
+FP32 = PRECISIONS[0]  # full precision, the default
 AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
 
 # ---------------------------------------------------------------- words for the reader

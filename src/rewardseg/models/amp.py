@@ -26,7 +26,7 @@ from mmengine.hooks import Hook
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 from mmseg.registry import HOOKS, OPTIM_WRAPPERS
 
-from ..vocabulary import AMP_DTYPES, PRECISIONS
+from ..vocabulary import AMP_DTYPES, FP32, PRECISIONS
 
 
 @OPTIM_WRAPPERS.register_module()
@@ -93,13 +93,13 @@ class ChannelsLastHook(Hook):
         self._convert(runner)
 
 
-def precision_config(cfg, precision: str = "fp32", channels_last: bool = False,
+def precision_config(cfg, precision: str = FP32, channels_last: bool = False,
                      loss_scale: Optional[object] = "dynamic"):
     """Apply a run's ``precision`` and ``channels_last`` to an mmengine config (in place;
     returned for chaining)."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "fp32":
+    if precision != FP32:
         wrapper = dict(cfg.optim_wrapper)
         if wrapper.get("type", "OptimWrapper") not in ("OptimWrapper", "AmpOptimWrapper",
                                                        "MixedPrecisionOptimWrapper"):
