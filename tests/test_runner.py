@@ -171,3 +171,18 @@ def test_weight_change_is_the_relative_distance_from_the_start(ce_start, tiny_da
     norm = sum(float(start[k].double().pow(2).sum()) for k in keys)
     assert moved["decode_head"] == pytest.approx((diff / norm) ** 0.5, rel=1e-9)
     assert moved["decode_head"] > 0 and moved["bn_statistics"] > 0
+
+
+def test_a_runs_checkpoints_are_read_by_their_step(tmp_path):
+    """``paths.checkpoints``: a run's ``iter_<n>.pth`` by step (a torn file set aside and
+    other files left out), the inverse of ``paths.checkpoint``."""
+    from rewardseg import paths
+
+    run = str(tmp_path / "run[1]")  # a folder name with glob characters
+    os.makedirs(run)
+    for name in ("iter_10.pth", "iter_2.pth", "iter_4.pth.torn", "last_checkpoint", "x.pth"):
+        open(os.path.join(run, name), "w").close()
+    assert paths.checkpoints(run) == [(2, paths.checkpoint(run, 2)),
+                                      (10, paths.checkpoint(run, 10))]
+    assert paths.checkpoint_step(paths.checkpoint(run, 7)) == 7
+    assert paths.checkpoint_step(os.path.join(run, "iter_4.pth.torn")) is None

@@ -736,7 +736,7 @@ def weight_change_figure(study: dict, stats):
 
 
 def _last_checkpoint(run_dir: str) -> str:
-    marker = os.path.join(run_dir, "last_checkpoint")
+    marker = paths.last_checkpoint(run_dir)
     if not os.path.isfile(marker):
         raise FileNotFoundError(f"{run_dir}: no last_checkpoint (has the run finished?)")
     with open(marker) as fh:

@@ -7,7 +7,10 @@ No torch, no mmseg: the Snakefile imports it.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
+from typing import List, Optional, Tuple
 
 DATA = "data"
 WORK = "work"
@@ -69,6 +72,23 @@ def run_dir(study: str, variant: str, seed, root: str = WORK) -> str:
 
 def checkpoint(run_dir_: str, step) -> str:
     return os.path.join(run_dir_, f"iter_{step}.pth")
+
+
+def checkpoint_step(path: str) -> Optional[int]:
+    """The step of a file named as :func:`checkpoint` names one (None for any other name)."""
+    match = re.fullmatch(r"iter_(\d+)\.pth", os.path.basename(path))
+    return int(match.group(1)) if match else None
+
+
+def checkpoints(run_dir_: str) -> List[Tuple[int, str]]:
+    """The run's checkpoints as ``(step, path)``, oldest first."""
+    found = ((checkpoint_step(p), p) for p in glob.glob(checkpoint(glob.escape(run_dir_), "*")))
+    return sorted((step, p) for step, p in found if step is not None)
+
+
+def last_checkpoint(run_dir_: str) -> str:
+    """mmengine's ``last_checkpoint`` file: the path of the run's newest complete save."""
+    return os.path.join(run_dir_, "last_checkpoint")
 
 
 def run_record(run_dir_: str) -> str:

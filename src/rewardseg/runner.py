@@ -3,9 +3,7 @@ checkpoint), or download and evaluate released pretraining checkpoints; ``run.js
 written last marks the run complete."""
 from __future__ import annotations
 
-import glob
 import os
-import re
 import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
@@ -62,7 +60,7 @@ def _run_stage(spec: Dict[str, Any], work_dir: str, launcher: str, stop_at: Opti
         started()  # a runner per checkpoint: collected as usual
         return evaluate_released(spec, work_dir, launcher=launcher)
     resume_from, start_iter = None, 0
-    if os.path.isfile(os.path.join(work_dir, "last_checkpoint")):
+    if os.path.isfile(paths.last_checkpoint(work_dir)):
         resume_from, start_iter = resume_point(work_dir, spec.get("load_from"), rank=rank)
     if stop_at is not None and start_iter >= stop_at:
         # already past it (the run went on in an earlier job): its checkpoint is the part
@@ -97,22 +95,14 @@ def _run_stage(spec: Dict[str, Any], work_dir: str, launcher: str, stop_at: Opti
                        start_iter=start_iter)
 
 
-def _iteration(path: str) -> Optional[int]:
-    match = re.fullmatch(r"iter_(\d+)\.pth", os.path.basename(path))
-    return int(match.group(1)) if match else None
-
-
 def _resume_candidates(work_dir: str) -> List[str]:
     """The checkpoint ``last_checkpoint`` names, then the run's older ``iter_<n>.pth``,
     newest first (a newer one than named is a save that did not complete)."""
-    with open(os.path.join(work_dir, "last_checkpoint")) as fh:
+    with open(paths.last_checkpoint(work_dir)) as fh:
         named = fh.read().strip()
-    newest = _iteration(named) if named else None
-    older = {}
-    for path in glob.glob(os.path.join(work_dir, "iter_*.pth")):
-        n = _iteration(path)
-        if n is not None and (newest is None or n <= newest):
-            older[n] = path
+    newest = paths.checkpoint_step(named) if named else None
+    older = {n: path for n, path in paths.checkpoints(work_dir)
+             if newest is None or n <= newest}
     found, seen = [], set()
     for path in ([named] if named else []) + [older[n] for n in sorted(older, reverse=True)]:
         key = os.path.realpath(path)
