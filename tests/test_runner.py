@@ -186,3 +186,17 @@ def test_a_runs_checkpoints_are_read_by_their_step(tmp_path):
                                       (10, paths.checkpoint(run, 10))]
     assert paths.checkpoint_step(paths.checkpoint(run, 7)) == 7
     assert paths.checkpoint_step(os.path.join(run, "iter_4.pth.torn")) is None
+
+
+def test_a_training_jobs_logs_are_named_in_paths():
+    """One spelling per log (tests/workflow and logged-attempt.sh read these names)."""
+    from rewardseg import paths
+
+    assert paths.run_log("s", "v", 0) == "logs/s/v/seed0.log"
+    assert paths.attempts_log(paths.run_log("s", "v", 0)) == "logs/s/v/seed0.attempts.log"
+    assert paths.pretrain_log("s") == "logs/s/pretrain.log"
+    assert paths.attempts_log(paths.pretrain_log("s", 500)) == \
+        "logs/s/pretrain_part500.attempts.log"
+    assert paths.collect_log("s", "v", 1) == "logs/s/collect/v_seed1.log"
+    assert paths.dataset_log("d") == "logs/data/d.log"
+    assert paths.class_weights_log("d", 0.05) == "logs/data/d_class_weights_s0.05.log"

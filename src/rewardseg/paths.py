@@ -46,8 +46,12 @@ def raw_dir(source: str, root: str = DATA) -> str:
     return os.path.join(root, "raw", source)
 
 
+def _class_weights_name(smoothing) -> str:
+    return f"class_weights_s{_num(smoothing)}"
+
+
 def class_weights(data_root_: str, smoothing, ext: str = "json") -> str:
-    return os.path.join(data_root_, f"class_weights_s{_num(smoothing)}.{ext}")
+    return os.path.join(data_root_, f"{_class_weights_name(smoothing)}.{ext}")
 
 
 # ---------------------------------------------------------------- training runs
@@ -133,13 +137,42 @@ def build(study: str, name: str, root: str = BUILD) -> str:
 
 
 def log(study: str, name: str, root: str = LOGS) -> str:
+    """The log of a study's job (``logs/<study>/<name>.log``)."""
     return os.path.join(root, study, f"{name}.log")
 
 
-def attempts_log(study: str, name: str, root: str = LOGS) -> str:
-    """Every attempt of a training job, appended, each after a ``=== attempt N ...`` line
-    (``log`` holds the latest one: snakemake removes a job's log before each attempt)."""
-    return os.path.join(root, study, f"{name}.attempts.log")
+def pretrain_log(study: str, part=None, root: str = LOGS) -> str:
+    """The CE pretraining job's log, or that of its part up to step ``part``."""
+    return log(study, PRETRAIN if part is None else f"{PRETRAIN}_part{_num(part)}", root)
+
+
+def run_log(study: str, variant: str, seed, root: str = LOGS) -> str:
+    """A tuning run's job log (``logs/<study>/<variant>/seed<seed>.log``)."""
+    return log(study, os.path.join(variant, f"seed{seed}"), root)
+
+
+def attempts_log(log_: str) -> str:
+    """Every attempt of a training job, appended beside its log ``log_``, each after a
+    ``=== attempt N ...`` line (``log_`` holds the latest one: snakemake removes a job's
+    log before each attempt)."""
+    stem = log_[: -len(".log")] if log_.endswith(".log") else log_
+    return f"{stem}.attempts.log"
+
+
+def collect_log(study: str, variant: str, seed=None, root: str = LOGS) -> str:
+    """The log of collecting a run's result (the pretraining's when ``seed`` is None)."""
+    name = variant if seed is None else f"{variant}_seed{seed}"
+    return log(study, os.path.join("collect", name), root)
+
+
+def dataset_log(dataset: str, root: str = LOGS) -> str:
+    """The log of preparing a dataset (``logs/data/<dataset>.log``): datasets are shared
+    by studies."""
+    return os.path.join(root, "data", f"{dataset}.log")
+
+
+def class_weights_log(dataset: str, smoothing, root: str = LOGS) -> str:
+    return os.path.join(root, "data", f"{dataset}_{_class_weights_name(smoothing)}.log")
 
 
 def recorded(study: str, name: str = "", root: str = RECORDED) -> str:

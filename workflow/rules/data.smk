@@ -19,7 +19,7 @@ rule dataset:
         root=lambda wc: paths.data_root(wc.dataset),
         block=dataset_json,
     log:
-        os.path.join(paths.LOGS, "data", "{dataset}.log"),
+        paths.dataset_log("{dataset}"),
     threads: 4  # label conversion processes (Cityscapes' polygons); others use fewer
     shell:
         "rewardseg prepare {params.source} {params.root}"
@@ -38,7 +38,7 @@ rule class_weights:
         suffix=lambda wc, input: dataset_meta(input[0])["label_suffix"],
         num_classes=lambda wc, input: len(dataset_meta(input[0])["classes"]),
     log:
-        os.path.join(paths.LOGS, "data", "{dataset}_class_weights_s{smoothing}.log"),
+        paths.class_weights_log("{dataset}", "{smoothing}"),
     shell:
         "rewardseg class-weights {params.labels} --num-classes {params.num_classes}"
         " --suffix {params.suffix:q} --smoothing {wildcards.smoothing} --out {output.json} 2> {log}"

@@ -17,7 +17,7 @@ rule collect_run:
         work_dir=lambda wc: paths.run_dir(wc.study, wc.variant, wc.seed),
         pretrain_dir=lambda wc: paths.pretrain_dir(wc.study),
     log:
-        paths.log("{study}", "collect/{variant}_seed{seed}"),
+        paths.collect_log("{study}", "{variant}", "{seed}"),
     shell:
         "rewardseg collect {params.work_dir} --pretrain-dir {params.pretrain_dir}"
         " --out {output} > {log} 2>&1"
@@ -31,7 +31,7 @@ rule collect_pretrain:
     params:
         work_dir=lambda wc: paths.pretrain_dir(wc.study),
     log:
-        paths.log("{study}", f"collect/{PRETRAIN}"),
+        paths.collect_log("{study}", PRETRAIN),
     shell:
         "rewardseg collect {params.work_dir} --out {output} > {log} 2>&1"
 

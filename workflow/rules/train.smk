@@ -65,9 +65,9 @@ if PRETRAIN_PARTS:  # a pretraining trained here stops at each tuning start poin
             spec=pretrain_spec_json,
             work_dir=lambda wc: paths.pretrain_dir(wc.study),
             nproc=max(1, RESOURCES[PRETRAIN]["gpus"]),
-            attempts=lambda wc: paths.attempts_log(wc.study, f"{PRETRAIN}_part{wc.step}"),
+            attempts=lambda wc: paths.attempts_log(paths.pretrain_log(wc.study, wc.step)),
         log:
-            paths.log("{study}", "pretrain_part{step}"),
+            paths.pretrain_log("{study}", "{step}"),
         threads: pretrain_part_threads
         priority: 10  # the tuning runs wait for it
         resources:
@@ -93,9 +93,9 @@ rule pretrain:
         spec=pretrain_spec_json,
         work_dir=lambda wc: paths.pretrain_dir(wc.study),
         nproc=max(1, RESOURCES[PRETRAIN]["gpus"]),
-        attempts=lambda wc: paths.attempts_log(wc.study, PRETRAIN),
+        attempts=lambda wc: paths.attempts_log(paths.pretrain_log(wc.study)),
     log:
-        paths.log("{study}", PRETRAIN),
+        paths.pretrain_log("{study}"),
     threads: RESOURCES[PRETRAIN]["cpus"]
     priority: 10
     resources:
@@ -117,9 +117,9 @@ rule tune:
         spec=tune_spec_json,
         work_dir=lambda wc: paths.run_dir(wc.study, wc.variant, wc.seed),
         nproc=max(1, RESOURCES["tune"]["gpus"]),
-        attempts=lambda wc: paths.attempts_log(wc.study, f"{wc.variant}/seed{wc.seed}"),
+        attempts=lambda wc: paths.attempts_log(paths.run_log(wc.study, wc.variant, wc.seed)),
     log:
-        paths.log("{study}", "{variant}/seed{seed}"),
+        paths.run_log("{study}", "{variant}", "{seed}"),
     threads: RESOURCES["tune"]["cpus"]
     resources:
         gpu=RESOURCES["tune"]["gpus"],
