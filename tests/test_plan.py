@@ -412,7 +412,7 @@ def test_readme_gpu_hours_are_what_rewardseg_plan_prints():
     the paper studies' table) are the plan's, with the H200's measurements: they cannot
     drift (a changed config, rate or measurement: `python -m rewardseg.plan --readme
     README.md` rewrites them)."""
-    from rewardseg.plan import readme_problems
+    from rewardseg.plan.readme import readme_problems
 
     with open(os.path.join(REPO, "README.md")) as fh:
         text = fh.read()
@@ -420,7 +420,7 @@ def test_readme_gpu_hours_are_what_rewardseg_plan_prints():
 
 
 def test_readme_gpu_hours_are_rewritten_and_a_drift_is_named(tmp_path):
-    from rewardseg import plan as plan_mod
+    from rewardseg.plan import readme as plan_mod
 
     with open(os.path.join(REPO, "README.md")) as fh:
         text = fh.read()

@@ -7,16 +7,22 @@ jobs forever. ``squeue`` works there as long as finished jobs stay visible long 
 (``MinJobAge`` at least 3 x the first status-check delay; the plugin falls back to ``sacct``
 below that). :func:`problems` says, for the status command a run will use, whether it works
 here and which single flag to add when it does not (``--slurm-status-command squeue``).
-The workflow calls it at start (``onstart`` in workflow/rules/train.smk).
+The workflow calls it at start (``onstart`` in workflow/rules/train.smk). It also reads the
+plugin's efficiency reports (:func:`job_usage`: elapsed time, CPU efficiency and memory of
+every job SLURM ran), and names the rule of a job from the comment the plugin gives it
+(:func:`plugin_job`).
 
 No snakemake and no torch here: plain subprocess calls to the SLURM clients.
 """
 from __future__ import annotations
 
+import csv
+import glob
+import os
 import re
 import shutil
 import subprocess
-from typing import List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 STATUS_FLAG = "--slurm-status-command"
 
@@ -145,3 +151,71 @@ def normalize_cancelled_states(plugin_module) -> bool:
     query_job_status.__wrapped__ = original
     plugin_module.query_job_status = query_job_status
     return True
+
+
+# ---------------------------------------------------------------- efficiency reports
+EFFICIENCY_REPORT = "efficiency_report_*.csv"  # the plugin's file name
+
+
+def efficiency_reports(root: str, folder: str) -> List[str]:
+    """The plugin's efficiency reports (``--slurm-efficiency-report``) of the checkout
+    ``root``: the profile writes them to ``folder`` (``slurm-efficiency-report-path``), the
+    plugin without one to the working directory."""
+    return sorted(glob.glob(os.path.join(root, folder, EFFICIENCY_REPORT))
+                  + glob.glob(os.path.join(root, EFFICIENCY_REPORT)))
+
+
+def plugin_job(comment: str, rules: Iterable[str]) -> Optional[Tuple[str, str]]:
+    """``(rule, wildcards)`` of a job the plugin submitted for one of the caller's
+    ``rules``, from the comment it gives the job (``rule_<rule>_wildcards_<the wildcard
+    values joined by _>``, the report's ``RuleName``), or None (another rule's job)."""
+    for rule in rules:
+        head = f"rule_{rule}_wildcards_"
+        if comment.startswith(head):
+            return rule, comment[len(head):]
+    return None
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def job_usage(reports: List[str], group_of: Callable[[str], Optional[str]],
+              gpus: Dict[str, int]) -> Dict[str, Dict[str, Any]]:
+    """Per group (``group_of`` maps a job's ``RuleName`` to its group, None: not counted),
+    from the efficiency reports: the SLURM jobs that ran a step for it (every attempt:
+    cancelled, failed, requeued and retried ones too), their GPU-hours (elapsed x the
+    group's ``gpus``: the report has no GPU column), CPU efficiency (CPU time / (elapsed x
+    CPUs), over all its steps), the largest memory use (% of the request, and MiB).
+    A report without rule names (the cluster stores no job comments) is not attributed."""
+    steps: Dict[str, Dict[str, str]] = {}
+    for report in reports:
+        with open(report, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row.get("RuleName") and row.get("JobID"):
+                    steps[row["JobID"]] = dict(row, report=report)  # a job once
+    out: Dict[str, Dict[str, Any]] = {}
+    for row in steps.values():
+        group = group_of(row["RuleName"])
+        if group is None:
+            continue
+        agg = out.setdefault(group, dict(jobs=set(), elapsed_s=0.0, gpu_hours=0.0,
+                                         cpu_s=0.0, cpu_capacity_s=0.0, peak_mem_pct=0.0,
+                                         peak_mem_mb=0.0, reports=set()))
+        elapsed = _number(row.get("Elapsed_sec"))
+        agg["jobs"].add(row.get("MainJobID") or row["JobID"].split(".")[0])
+        agg["elapsed_s"] += elapsed
+        agg["gpu_hours"] += elapsed * gpus[group] / 3600.0
+        agg["cpu_s"] += _number(row.get("TotalCPU_sec"))
+        agg["cpu_capacity_s"] += max(elapsed, 1.0) * max(_number(row.get("NCPUS")), 1.0)
+        agg["peak_mem_pct"] = max(agg["peak_mem_pct"], _number(row.get("Memory Usage (%)")))
+        agg["peak_mem_mb"] = max(agg["peak_mem_mb"], _number(row.get("MaxRSS_MB")))
+        agg["reports"].add(row["report"])
+    for agg in out.values():
+        agg["jobs"] = len(agg["jobs"])
+        agg["reports"] = sorted(agg["reports"])
+        agg["cpu_efficiency_pct"] = 100.0 * agg.pop("cpu_s") / agg.pop("cpu_capacity_s")
+    return out
