@@ -171,7 +171,7 @@ def test_without_a_file_runs_then_configured(tmp_path):
     run = paths.run_dir(study["study"], "reference", 0, str(tmp_path))
     os.makedirs(run)
     with open(paths.run_record(run), "w") as fh:
-        json.dump({"spec": {"iters": 100}, "wall_time_s": 50.0}, fh)
+        json.dump({"spec": {"variant": "reference", "iters": 100}, "wall_time_s": 50.0}, fh)
     tune = tune_row(plan(study, str(tmp_path)))
     assert tune["source"] == "runs" and tune["seconds_per_step"] == pytest.approx(0.5)
     # a measured row beats the runs; a variant without one keeps the runs
@@ -337,13 +337,17 @@ def test_after_a_study_planned_gpu_hours_next_to_measured(tmp_path, capsys):
     # the pretraining and three tuning runs finished (one resumed), one of another variant
     write_record(paths.pretrain_dir("smoke", work), spec={"iters": 8}, wall_time_s=36.0,
                  world_size=1, final_iter=8)
-    write_record(paths.run_dir("smoke", "control", 0, work), spec={"iters": 4},
+    write_record(paths.run_dir("smoke", "control", 0, work),
+                 spec={"variant": "control", "iters": 4},
                  wall_time_s=18.0, world_size=2, final_iter=4)
-    write_record(paths.run_dir("smoke", "control", 1, work), spec={"iters": 4},
+    write_record(paths.run_dir("smoke", "control", 1, work),
+                 spec={"variant": "control", "iters": 4},
                  wall_time_s=36.0, world_size=2, final_iter=4, resumed=True)
-    write_record(paths.run_dir("smoke", "reference", 0, work), spec={"iters": 4},
+    write_record(paths.run_dir("smoke", "reference", 0, work),
+                 spec={"variant": "reference", "iters": 4},
                  wall_time_s=72.0, final_iter=4)  # no world_size: the stage's GPUs
-    write_record(paths.run_dir("smoke", "gone", 0, work), spec={"iters": 4},
+    write_record(paths.run_dir("smoke", "gone", 0, work),
+                 spec={"variant": "gone", "iters": 4},
                  wall_time_s=3600.0, world_size=2, final_iter=4)  # no longer in the study
     rows = plan(study, work)
     pre, tune = rows[0]["done"], tune_row(rows)["done"]
@@ -405,6 +409,37 @@ def test_a_pretraining_in_parts_counts_every_part(tmp_path):
     assert pre["runs"] == 1 and pre["gpu_hours"] == pytest.approx((36.0 + 18.0) / 3600)
     assert pre["slurm"]["jobs"] == 2 and pre["slurm"]["gpu_hours"] == pytest.approx(60.0 / 3600)
 
+
+
+def test_a_finished_run_counts_for_the_variant_its_record_names(tmp_path):
+    """`run_rates` groups by `spec.variant` in run.json, not by the folder's name."""
+    from rewardseg.plan.speeds import run_rates
+
+    work = str(tmp_path / "work")
+    write_record(os.path.join(work, "smoke", "moved", "seed0"),
+                 spec={"variant": "control", "iters": 4}, wall_time_s=2.0)
+    write_record(paths.pretrain_dir("smoke", work), spec={"variant": paths.PRETRAIN, "iters": 8},
+                 wall_time_s=8.0)
+    assert run_rates(work, "smoke", "tune") == {"control": [0.5]}
+    assert run_rates(work, "smoke", paths.PRETRAIN) == {paths.PRETRAIN: [1.0]}
+
+
+def test_the_stage_rules_are_the_workflows_training_rules():
+    """The rules whose SLURM jobs count for a stage (`costs.STAGE_RULES`) are rules of
+    workflow/rules/train.smk, and a job's comment names its stage."""
+    import re
+
+    from rewardseg.plan.costs import STAGE_RULES, stage_of
+
+    with open(os.path.join(REPO, "workflow", "rules", "train.smk")) as fh:
+        rules = set(re.findall(r"^\s*rule (\w+):", fh.read(), re.M))
+    assert set(STAGE_RULES) <= rules, set(STAGE_RULES) - rules
+    study = load_study(SMOKE)
+    assert [stage_of(c, study) for c in (
+        "rule_pretrain_wildcards_smoke", "rule_pretrain_part_wildcards_smoke_4",
+        "rule_tune_wildcards_smoke_control_1", "rule_tune_wildcards_smoke_gone_1",
+        "rule_pretrain_wildcards_smokey", "rule_collect_run_wildcards_smoke_control_0")] \
+        == [paths.PRETRAIN, paths.PRETRAIN, "tune", None, None, None]
 
 # ---------------------------------------------------------------- the README's GPU-hours
 def test_readme_gpu_hours_are_what_rewardseg_plan_prints():

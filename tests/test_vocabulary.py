@@ -51,13 +51,9 @@ def test_estimator_and_baseline_names_live_in_the_vocabulary_and_the_loss():
 
 
 
-# being split (issue 22; plan.py or the plan/ package): its precision fallback goes with it
-PRECISION_PENDING = "src/rewardseg/plan"
-
-
 def test_precision_names_live_in_the_vocabulary():
     outside = {f: n for f, n in _where_spelled(vocabulary.PRECISIONS).items()
-               if f != "src/rewardseg/vocabulary.py" and not f.startswith(PRECISION_PENDING)}
+               if f != "src/rewardseg/vocabulary.py"}
     assert not outside, f"precision names spelled outside the vocabulary: {outside}"
 
 def test_a_dataset_source_is_spelled_only_by_its_own_module():

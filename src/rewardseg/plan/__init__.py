@@ -25,10 +25,10 @@ from typing import Any, Dict, List, Optional
 from .. import paths
 from ..runconfig import pretrain_spec, tune_spec
 from ..study import released_checkpoints
-from ..vocabulary import PRECISIONS
+from ..vocabulary import FP32, PRECISIONS
 from .costs import DEFAULT_RESOURCES, TUNE, done, format_done, stage_resources
-from .speeds import (DEFAULT_PRECISION, load_measured, match_measured, mean,
-                     measured_seconds_per_step, run_rates, step_rate)
+from .speeds import (load_measured, match_measured, mean, measured_seconds_per_step,
+                     run_rates, step_rate)
 
 __all__ = ["DEFAULT_RESOURCES", "stage_resources", "layout", "load_measured",
            "match_measured", "plan", "alternatives", "format_plan"]
@@ -62,7 +62,7 @@ def plan(study: dict, work_root: str = paths.WORK,
     base = stage_resources(study, paths.PRETRAIN)
     pspec = pretrain_spec(study)
     playout = layout(base["gpus"], pspec["batch_size"])
-    pprecision = pspec.get("precision") or DEFAULT_PRECISION
+    pprecision = pspec.get("precision") or FP32
     released = released_checkpoints(study)
     if released:  # download + evaluation only: bounded by the job's runtime
         rows.append(dict(stage=f"pretrain (eval {len(released)} released)", kind=paths.PRETRAIN,
@@ -93,7 +93,7 @@ def plan(study: dict, work_root: str = paths.WORK,
         by_variant.append(dict(variant=v, jobs=len(study["seeds"]), steps=steps,
                                iters=spec["iters"], seconds_per_step=sps, source=source,
                                layout=layout(tune["gpus"], spec["batch_size"]),
-                               precision=spec.get("precision") or DEFAULT_PRECISION,
+                               precision=spec.get("precision") or FP32,
                                gpu_hours=tune["gpus"] * steps * sps / 3600.0))
     total_steps = sum(b["steps"] for b in by_variant)
     gpu_hours = sum(b["gpu_hours"] for b in by_variant)
@@ -146,7 +146,7 @@ def alternatives(study: dict, measured: Dict[str, Any]) -> List[dict]:
                       for r in measured["steps"]
                       if os.path.basename(r["model_config"] or "") == model},
                      key=lambda pc: (pc[1], _precision_order(pc[0])))
-    configured = {(gpus, global_batch // gpus, s.get("precision") or DEFAULT_PRECISION,
+    configured = {(gpus, global_batch // gpus, s.get("precision") or FP32,
                    bool(s.get("channels_last", False))) for s in specs.values()}
     out = []
     for g, b in layouts:

@@ -19,7 +19,7 @@ import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from .. import paths
-from ..vocabulary import BASELINES, LOSSES, PRECISIONS, SAMPLING
+from ..vocabulary import BASELINES, FP32, LOSSES, PRECISIONS, SAMPLING
 
 MEASURED_SCHEMA = "rewardseg-gpu-check/1"
 # a measured row of a reward estimator may name its baseline; one of an estimator that
@@ -28,7 +28,6 @@ ROW_FIELDS = {loss: ("baseline", "num_samples", "sample_at") if loss in SAMPLING
               else ("baseline",) for loss in BASELINES}
 MEASURED_STEP_KEYS = ("model_config", "batch_per_gpu", "precision", "loss",
                       "seconds_per_step")
-DEFAULT_PRECISION = PRECISIONS[0]  # a spec without one: fp32
 
 
 # ---------------------------------------------------------------- the GPU check's file
@@ -93,7 +92,7 @@ def match_measured(measured: Dict[str, Any], spec: Dict[str, Any],
     than the loss does; a loss measured only in the other format is priced as the CE row
     times its ratio to CE there ("measured CE x ratio"). Equal rows averaged."""
     batch = int(spec["batch_size"] if batch_per_gpu is None else batch_per_gpu)
-    precision = precision or spec.get("precision") or DEFAULT_PRECISION
+    precision = precision or spec.get("precision") or FP32
     channels_last = bool(spec.get("channels_last", False))
     model = os.path.basename(spec["model_config"])
     rows = [r for r in measured["steps"]
@@ -152,19 +151,18 @@ def mean(values: List[float]) -> Optional[float]:
 
 def run_rates(work_root: str, study: str, stage: str) -> Dict[str, List[float]]:
     """Wall time per iteration of each finished (not resumed) run of a stage, from its
-    ``run.json``, by variant (the pretraining: under its own name)."""
+    ``run.json``, by its variant (``spec.variant``; the pretraining: under its own name)."""
     pattern = paths.run_record(paths.pretrain_dir(study, work_root) if stage == paths.PRETRAIN
                                else paths.run_dir(study, "*", "*", work_root))
     rates: Dict[str, List[float]] = {}
     for path in glob.glob(pattern):
         with open(path) as fh:
             record = json.load(fh)
-        iters = record.get("spec", {}).get("iters")
+        spec = record.get("spec", {})
+        iters = spec.get("iters")
         if iters and record.get("wall_time_s") and not record.get("resumed"):
-            # work/<study>/<variant>/seed<k>/run.json (the pretraining: its own folder)
-            variant = os.path.basename(os.path.dirname(os.path.dirname(path)))
-            rates.setdefault(variant if stage != paths.PRETRAIN else stage, []).append(
-                record["wall_time_s"] / iters)
+            rates.setdefault(spec.get("variant") if stage != paths.PRETRAIN else stage,
+                             []).append(record["wall_time_s"] / iters)
     return rates
 
 
