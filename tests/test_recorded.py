@@ -116,6 +116,16 @@ def test_a_different_run_reports_its_largest_per_run_difference(finished):
     assert "**Not identical**" in text and "0.15 points (`reference`, seed 1)" in text
 
 
+def test_a_runs_final_miou_is_its_miou_row_where_the_table_has_one():
+    from rewardseg.recorded import final_miou
+
+    table = metrics_table()
+    rows = [dict(r, **{"class": "mIoU", "IoU": 50.0 + i}) for i, r in
+            enumerate(table.drop_duplicates(["variant", "seed", "step"]).to_dict("records"))]
+    found = final_miou(pd.concat([table, pd.DataFrame(rows)], ignore_index=True))
+    assert len(found) == 4 and set(found["IoU"]) == {51.0, 53.0, 55.0, 57.0}
+
+
 def test_runs_missing_on_one_side_are_counted_not_compared(finished):
     record("s", finished["out"], finished["results"], finished["tables"], finished["work"])
     fewer = metrics_table()

@@ -139,9 +139,13 @@ def _differences(ours, theirs, keys: List[str], value: str) -> Dict[str, Any]:
 
 
 def final_miou(metrics):
-    """Final-step mIoU (mean over classes, %) of every run of a metrics table."""
+    """Final-step mIoU (%) of every run of a metrics table: its ``mIoU`` rows where the
+    table has them (what the study reports), else the mean over the classes."""
     last = metrics.groupby(["variant", "seed"])["step"].transform("max")
-    final = metrics[metrics["step"] == last].sort_values(METRIC_KEYS)  # sums in one order
+    final = metrics[metrics["step"] == last]
+    if (final["class"] == "mIoU").any():
+        return final[final["class"] == "mIoU"][["variant", "seed", "IoU"]].reset_index(drop=True)
+    final = final.sort_values(METRIC_KEYS)  # sums in one order
     return final.groupby(["variant", "seed"], as_index=False)["IoU"].mean()
 
 
