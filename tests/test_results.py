@@ -332,7 +332,7 @@ def test_the_metric_reports_unrounded_iou():
     value rounded to 0.01."""
     import torch
 
-    from rewardseg.models.datasets import PerClassIoUMetric
+    from rewardseg.models.metrics import PerClassIoUMetric
 
     metric = PerClassIoUMetric(iou_metrics=["mIoU"])
     metric.dataset_meta = dict(classes=("a", "b", "c"))
