@@ -406,12 +406,13 @@ def test_old_commands_are_gone(capsys):
 
 
 def test_prepared_dataset_reads_what_prepare_wrote(tmp_path):
-    """``PreparedDataset`` (a new source's mmseg dataset type) finds the same files,
-    classes and palette as the synthetic source's own registered class."""
+    """``PreparedDataset`` (every study's mmseg dataset type) finds every image and its
+    label map, with the classes and palette of the source that wrote them."""
     from mmengine.registry import init_default_scope
     from mmseg.registry import DATASETS
 
     import rewardseg.models  # noqa: F401
+    from rewardseg.data import synthetic
 
     init_default_scope("mmseg")
     root = str(tmp_path / "synth")
@@ -420,14 +421,19 @@ def test_prepared_dataset_reads_what_prepare_wrote(tmp_path):
     prefix = dict(img_path="leftImg8bit/val", seg_map_path="gtFine/val")
     generic = DATASETS.build(dict(type="PreparedDataset", data_root=root, data_prefix=prefix,
                                   pipeline=[]))
-    own = DATASETS.build(dict(type="SynthStreetDataset", data_root=root, data_prefix=prefix,
-                              pipeline=[]))
-    assert len(generic) == len(own) == 2
-    assert [d["seg_map_path"] for d in generic.data_list] == \
-        [d["seg_map_path"] for d in own.data_list]
-    assert generic.metainfo["classes"] == own.metainfo["classes"]
+    images = sorted(p.name for p in (tmp_path / "synth" / "leftImg8bit" / "val").rglob(
+        f"*{synthetic.IMG_SUFFIX}"))
+    assert len(generic) == len(images) == 2
+    for item in generic.data_list:
+        assert os.path.basename(item["img_path"]) in images
+        rel = os.path.relpath(item["img_path"], os.path.join(root, "leftImg8bit", "val"))
+        assert item["seg_map_path"] == os.path.join(
+            root, "gtFine", "val", rel[: -len(synthetic.IMG_SUFFIX)] + synthetic.SEG_MAP_SUFFIX)
+        assert os.path.isfile(item["seg_map_path"])
+    assert generic.metainfo["classes"] == tuple(synthetic.CLASSES)
     assert [list(c) for c in generic.metainfo["palette"]] == \
-        [list(c) for c in own.metainfo["palette"]]
+        [list(c) for c in synthetic.PALETTE]
+    assert generic.reduce_zero_label is False
     with pytest.raises(FileNotFoundError, match="meta.json does not exist"):
         DATASETS.build(dict(type="PreparedDataset", data_root=str(tmp_path / "none"),
                             data_prefix=prefix, pipeline=[]))

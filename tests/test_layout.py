@@ -79,6 +79,21 @@ def test_the_cycle_finder_finds_one():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def test_the_model_layer_imports_no_dataset_source():
+    """rewardseg.models (mmseg's modules) reads a prepared dataset through the generic
+    ``data`` API (``data.meta``), never through a source module (``data.<source>``): every
+    study's config uses ``PreparedDataset``, and a new source needs no model-side code."""
+    from rewardseg.data import SOURCES
+
+    assert {"synthetic", "cityscapes"} <= set(SOURCES)
+    sources = {f"rewardseg.data.{s}" for s in SOURCES}
+    graph = import_graph()
+    models = [m for m in graph if m == "rewardseg.models" or m.startswith("rewardseg.models.")]
+    assert "rewardseg.models.datasets" in models
+    found = {m: sorted(graph[m] & sources) for m in models if graph[m] & sources}
+    assert not found, f"model modules import dataset sources: {found}"
+
+
 def test_what_the_snakefile_reads_stays_light():
     """common.smk imports paths, plan, runconfig, study and the figure registry at parse
     time: none of them may pull in mmseg, matplotlib or seaborn (``import rewardseg``

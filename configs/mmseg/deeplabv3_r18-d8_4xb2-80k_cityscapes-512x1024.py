@@ -7,5 +7,10 @@
 # LR and loss.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py'
 custom_imports = dict(imports=['rewardseg.models'], allow_failed_imports=False)
+# The dataset as prepared by `rewardseg prepare cityscapes` (classes, palette and file
+# suffixes from its meta.json: the same as mmseg's CityscapesDataset).
+train_dataloader = dict(dataset=dict(type='PreparedDataset'))
+val_dataloader = dict(dataset=dict(type='PreparedDataset'))
+test_dataloader = val_dataloader
 val_evaluator = dict(type='PerClassIoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator

@@ -1,5 +1,5 @@
 # The Cityscapes R-18-D8 model (deeplabv3_r18-d8_4xb2-80k_cityscapes-512x1024.py: the same
-# backbone, heads, 19 classes, SGD schedule and CityscapesDataset) for the synthetic scenes
+# backbone, heads, 19 classes, SGD schedule and the prepared Cityscapes layout) for the synthetic scenes
 # written as Cityscapes (rewardseg.data.synthetic_cityscapes; configs/studies/gpu-synthetic.yaml).
 # Two changes, both so that it runs where nothing can be downloaded and at any image size:
 # - random initialisation: no ImageNet backbone (`open-mmlab://resnet18_v1c` would be

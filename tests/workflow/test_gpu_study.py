@@ -55,7 +55,7 @@ def test_the_study_runs_the_paper_path_and_needs_no_download():
     assert cfg.model.backbone == r18.model.backbone  # only the initialisation differs
     assert cfg.model.decode_head == r18.model.decode_head
     assert cfg.model.auxiliary_head == r18.model.auxiliary_head
-    assert cfg.train_dataloader.dataset.type == "CityscapesDataset"
+    assert cfg.train_dataloader.dataset.type == "PreparedDataset"
     assert cfg.model.decode_head.num_classes == 19
     for spec in [pretrain_spec(st)] + [tune_spec(st, v, s) for v in VARIANTS for s in SEEDS]:
         assert (spec["precision"], spec["channels_last"]) == ("bf16", True)

@@ -3,14 +3,13 @@
 import rewardseg  # noqa: F401  (compat layer first)
 
 from .amp import ChannelsLastHook, MixedPrecisionOptimWrapper, precision_config
-from .datasets import (EasyPortraitDataset, MapillaryCityscapesDataset, PreparedDataset,
-                       SynthStreetDataset)
+from .datasets import PreparedDataset
 from .heads import (RewardASPPHead, RewardDepthwiseSeparableASPPHead, RewardFCNHead,
                     RewardHeadMixin)
 from .hooks import NonFiniteLossHook, RNGStateHook, ValMetricsRecorder
 from .losses import BASELINES, ESTIMATORS, RewardLoss, load_class_weight
 from .metrics import PerClassIoUMetric
 
-__all__ = ["ChannelsLastHook", "MixedPrecisionOptimWrapper", "precision_config", "EasyPortraitDataset", "MapillaryCityscapesDataset", "PerClassIoUMetric", "PreparedDataset", "SynthStreetDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
+__all__ = ["ChannelsLastHook", "MixedPrecisionOptimWrapper", "precision_config", "PerClassIoUMetric", "PreparedDataset", "ValMetricsRecorder", "RewardASPPHead", "RewardDepthwiseSeparableASPPHead", "RewardFCNHead",
            "RewardHeadMixin", "NonFiniteLossHook", "RNGStateHook", "RewardLoss",
            "BASELINES", "ESTIMATORS", "load_class_weight"]

@@ -1,7 +1,7 @@
 # EasyPortrait (prepared by `rewardseg prepare easyportrait`): face parsing, 8 classes.
 # Horizontal flips swap the left/right brow and eye labels (2<->3, 4<->5), otherwise a
 # flipped left eye would be taught as a left eye.
-dataset_type = 'EasyPortraitDataset'
+dataset_type = 'PreparedDataset'  # classes, palette, suffixes: the dataset's meta.json
 data_root = 'data/easyportrait'
 crop_size = (512, 512)
 train_pipeline = [

@@ -1,7 +1,7 @@
 # Mapillary Vistas mapped to the 19 Cityscapes classes (`rewardseg prepare mapillary`,
 # classes: cityscapes; mapping in rewardseg/data/mapillary.py). Upstream's Vistas
 # pipeline: images resized around 2048x1024, 512x1024 crops.
-dataset_type = 'MapillaryCityscapesDataset'
+dataset_type = 'PreparedDataset'  # classes, palette, suffixes: the dataset's meta.json
 data_root = 'data/mapillary'
 crop_size = (512, 1024)
 train_pipeline = [

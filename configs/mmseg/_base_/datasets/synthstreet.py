@@ -1,5 +1,5 @@
 # The synthetic street scenes (rewardseg.data.synthetic), Cityscapes file layout, 8 classes.
-dataset_type = 'SynthStreetDataset'
+dataset_type = 'PreparedDataset'  # classes, palette, suffixes: the dataset's meta.json
 data_root = 'data/synthstreet'
 train_pipeline = [
     dict(type='LoadImageFromFile'),
