@@ -9,14 +9,17 @@ study into the run spec of each job and the mmseg config of each run; ``runner``
 from __future__ import annotations
 
 import copy
+import json
 import os
-from typing import Any, Dict, List
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import yaml
 
 from . import paths
 from .schema import schema_error
-from .vocabulary import BASELINES, DEFAULT_BASELINE, FP32, MIN_GLOBAL_BATCH, MIN_SAMPLES
+from .vocabulary import BASELINES, DEFAULT_BASELINE, FP32, estimator_error
 
 # The defaults of a study's run fields, the one place they are written (``runconfig`` reads
 # them). The CE pretraining's: ``class_weight_smoothing`` None = its decode-head CE is
@@ -30,6 +33,11 @@ TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=
                        alpha=0.1, num_samples=2, sample_at="logits", normalize="image",
                        ema_momentum=0.9, ce_weight=0.0, aux_head=True,
                        class_weight_smoothing=None, precision=FP32, channels_last=False)
+# A stage's SLURM request and its configured seconds per step (``resources.<stage>``
+# overrides them; ``rewardseg.plan`` and the Snakefile read them from the resolved study)
+DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
+                     "seconds_per_step": 1.0}
+STAGES = (paths.PRETRAIN, "tune")
 
 
 class StudyError(ValueError):
@@ -48,6 +56,117 @@ def load_study(path: str) -> Dict[str, Any]:
 
 def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str, Any]:
     """The schema, then the checks across fields; returns the study unchanged."""
+    resolve(study, source=source, cached=False)
+    return study
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One variant of a resolved study: its complete run fields (defaults < ``tuning`` <
+    its own; read-only), the variant it is compared with, its label and experiments."""
+    name: str
+    fields: Mapping[str, Any]
+    control: str
+    label: str
+    experiments: Tuple[str, ...]
+
+    @property
+    def estimator(self) -> str:
+        """The study's ``loss`` key: a plain loss or ``RewardLoss``'s ``estimator``."""
+        return self.fields["loss"]
+
+
+@dataclass(frozen=True)
+class ResolvedStudy:
+    """A study config resolved once (:func:`resolve`) and checked: what every reader (the
+    Snakefile, plan, figures, slides, results, the CLI) takes instead of walking the raw
+    dict again. Immutable; :meth:`to_json` / :meth:`from_json` carry it to a job."""
+    study: Mapping[str, Any]  # the config as given (after --config overrides), read-only
+    variants: Mapping[str, Variant]  # in the study's order
+    tuning: Mapping[str, Any]  # the reference tuning fields, defaults filled in
+    experiments: Mapping[str, Tuple[str, ...]]  # experiment -> its figure's variants
+    resources: Mapping[str, Mapping[str, Any]]  # stage -> its request (DEFAULT_RESOURCES <)
+    released: Mapping[int, Mapping[str, str]]  # pretrain.released: iteration -> url, sha256
+
+    @property
+    def name(self) -> str:
+        return self.study["study"]
+
+    @property
+    def seeds(self) -> Tuple[int, ...]:
+        return tuple(int(s) for s in self.study["seeds"])
+
+    def __getitem__(self, key: str) -> Any:  # the raw config's blocks: study["dataset"] ...
+        return self.study[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.study.get(key, default)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.study
+
+    def variant(self, name: str) -> Variant:
+        if name not in self.variants:
+            raise StudyError(f"unknown variant {name!r}; the study has: "
+                             f"{', '.join(self.variants)}")
+        return self.variants[name]
+
+    def fields(self, name: str) -> Dict[str, Any]:
+        """A copy of one variant's run fields (what ``variant_fields`` returns)."""
+        return _thawed(self.variant(name).fields)
+
+    @property
+    def controls(self) -> Dict[str, str]:
+        return {v.name: v.control for v in self.variants.values()}
+
+    @property
+    def labels(self) -> Dict[str, str]:
+        return {v.name: v.label for v in self.variants.values()}
+
+    def raw(self) -> Dict[str, Any]:
+        """A plain (mutable) copy of the config."""
+        return _thawed(self.study)
+
+    def to_json(self) -> str:
+        """The JSON form (for a job): the config, and each variant as resolved."""
+        return json.dumps(dict(study=self.raw(), variants={
+            v.name: dict(fields=_thawed(v.fields), control=v.control, label=v.label,
+                         experiments=list(v.experiments)) for v in self.variants.values()}),
+            sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ResolvedStudy":
+        """The study of :meth:`to_json`, resolved (and checked) again."""
+        return resolve(json.loads(text)["study"], source="resolved study (JSON)")
+
+
+def _frozen(value: Any) -> Any:
+    if isinstance(value, dict):
+        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+_RESOLVED: Dict[str, "ResolvedStudy"] = {}  # canonical JSON of a study -> its resolution
+
+
+def resolve(study: Union[Dict[str, Any], ResolvedStudy], source: str = "study config",
+            cached: bool = True) -> ResolvedStudy:
+    """The study (after ``--config`` overrides and :func:`typed_overrides`), checked — the
+    schema for its shape (``rewardseg.schema``), then :func:`_check_resolved` across fields
+    — and resolved: every variant's complete run fields, control, label and experiments,
+    each stage's resources. Raises :class:`StudyError` naming the key. A study resolved
+    before (equal content) is not checked again unless ``cached`` is false; a resolved
+    study is returned as is."""
+    if isinstance(study, ResolvedStudy):
+        return study
+    try:
+        key = json.dumps(study, sort_keys=True)
+    except (TypeError, ValueError):
+        key = None
+    if cached and key is not None and key in _RESOLVED:
+        return _RESOLVED[key]
     from .data import check_dataset
 
     error = schema_error(study)
@@ -57,7 +176,53 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
         check_dataset(study["dataset"], where=f"{source}: dataset")
     except ValueError as err:
         raise StudyError(str(err)) from None
-    base, released = study["pretrain"], released_checkpoints(study)
+    if paths.PRETRAIN in study["variants"]:
+        raise StudyError(f"{source}: variants.{paths.PRETRAIN}: this name is reserved for "
+                         "the CE pretraining run; rename the variant")
+    out = _build(study)
+    _check_resolved(out, source)
+    if key is not None:
+        if len(_RESOLVED) > 32:
+            _RESOLVED.clear()
+        _RESOLVED[key] = out
+    return out
+
+
+def _build(study: Dict[str, Any]) -> ResolvedStudy:
+    names = list(study["variants"])
+    fields = {v: _resolve(study, study["variants"][v] or {}) for v in names}
+    control = _controls(study)
+    groups: Dict[str, List[str]] = {}
+    everywhere, member = [], {}
+    for name in names:
+        exp = fields[name].get("experiment") or []
+        exp = [exp] if isinstance(exp, str) else list(exp)
+        member[name] = tuple(exp)
+        if "all" in exp:
+            everywhere.append(name)
+            continue
+        for e in exp:
+            groups.setdefault(e, []).append(name)
+    variants = {v: Variant(v, _frozen(fields[v]), control[v], fields[v].get("label") or v,
+                           member[v]) for v in names}
+    resources = {}
+    for stage in STAGES:
+        res = dict(DEFAULT_RESOURCES)
+        res.update((study.get("resources") or {}).get(stage) or {})
+        resources[stage] = MappingProxyType(res)
+    return ResolvedStudy(
+        study=_frozen(copy.deepcopy(study)), variants=MappingProxyType(variants),
+        tuning=_frozen(_resolve(study, {})),
+        experiments=MappingProxyType({e: tuple(everywhere + v) for e, v in groups.items()}),
+        resources=MappingProxyType(resources),
+        released=MappingProxyType(released_checkpoints(study)))
+
+
+def _check_resolved(resolved: ResolvedStudy, source: str) -> None:
+    """The checks across fields of a resolved study (the schema checks each field's
+    shape); an estimator's settings by ``vocabulary.estimator_error``, which ``RewardLoss``
+    runs too."""
+    base, released = resolved.study["pretrain"], resolved.released
     if released and base.get("class_weight_smoothing") is not None:
         raise StudyError(f"{source}: pretrain.class_weight_smoothing weights the CE of a "
                          "pretraining trained here; with pretrain.released nothing is "
@@ -67,22 +232,17 @@ def check_study(study: Dict[str, Any], source: str = "study config") -> Dict[str
             if key not in base:
                 raise StudyError(f"{source}: pretrain.{key} is required (or give "
                                  "pretrain.released checkpoints)")
-    if paths.PRETRAIN in study["variants"]:
-        raise StudyError(f"{source}: variants.{paths.PRETRAIN}: this name is reserved for "
-                         "the CE pretraining run; rename the variant")
-    gpus = max(int(((study.get("resources") or {}).get("tune") or {}).get("gpus", 1)), 1)
-    for name in study["variants"]:
-        _check_variant(f"{source}: variants.{name}", variant_fields(study, name), base,
-                       released, gpus)
-    for name, control in controls(study).items():
-        if control not in study["variants"]:
+    gpus = max(int(resolved.resources["tune"]["gpus"]), 1)
+    for name, variant in resolved.variants.items():
+        _check_variant(f"{source}: variants.{name}", variant.fields, base, released, gpus)
+    for name, control in resolved.controls.items():
+        if control not in resolved.variants:
             raise StudyError(f"{source}: variants.{name}.control: no variant {control!r}")
-        mine, theirs = variant_fields(study, name), variant_fields(study, control)
+        mine, theirs = resolved.variants[name].fields, resolved.variants[control].fields
         for key in [k for k in ("start", "iters") if mine[k] != theirs[k]]:
             raise StudyError(f"{source}: variants.{name}: its control {control!r} has {key} "
                              f"= {theirs[key]}, not {mine[key]} (a control needs the same "
                              "start and iters; add one and name it with control:)")
-    return study
 
 
 def typed_overrides(study: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,8 +300,8 @@ def _typed(node: Any, spec: Any, root: Dict[str, Any]) -> Any:
     return node
 
 
-def _check_variant(where: str, spec: Dict[str, Any], base: Dict[str, Any],
-                   released: Dict[int, Any], gpus: int) -> None:
+def _check_variant(where: str, spec: Mapping[str, Any], base: Mapping[str, Any],
+                   released: Mapping[int, Any], gpus: int) -> None:
     start, loss, baseline = spec["start"], spec["loss"], spec["baseline"]
     if released:
         if start not in released:
@@ -156,17 +316,14 @@ def _check_variant(where: str, spec: Dict[str, Any], base: Dict[str, Any],
                          f"pretrain.eval_interval ({base['eval_interval']})")
     if loss not in BASELINES:
         return
-    if baseline not in BASELINES[loss]:
-        raise StudyError(f"{where}: loss {loss!r} takes baseline "
-                         f"{' / '.join(BASELINES[loss])}, not {baseline!r}")
-    if "num_samples" in spec and spec["num_samples"] < MIN_SAMPLES.get(baseline, 1):
-        raise StudyError(f"{where}: baseline {baseline!r} needs num_samples >= "
-                         f"{MIN_SAMPLES[baseline]}")
-    if spec["batch_size"] * gpus < MIN_GLOBAL_BATCH.get(baseline, 1):
+    error = estimator_error(loss, baseline, spec.get("num_samples"))
+    if error:
+        raise StudyError(f"{where}: {error}")
+    if estimator_error(loss, baseline, global_batch=spec["batch_size"] * gpus):
         raise StudyError(
-            f"{where}: baseline {baseline!r} needs at least {MIN_GLOBAL_BATCH[baseline]} "
-            f"images in the global batch, but batch_size = {spec['batch_size']} x "
-            f"resources.tune.gpus = {gpus} gives {spec['batch_size'] * gpus}")
+            f"{where}: {estimator_error(loss, baseline, global_batch=1)}, but batch_size = "
+            f"{spec['batch_size']} x resources.tune.gpus = {gpus} gives "
+            f"{spec['batch_size'] * gpus}")
 
 
 def released_checkpoints(study: Dict[str, Any]) -> Dict[int, Dict[str, str]]:
@@ -175,19 +332,25 @@ def released_checkpoints(study: Dict[str, Any]) -> Dict[int, Dict[str, str]]:
     return {int(k): dict(v) for k, v in sorted(released.items(), key=lambda kv: int(kv[0]))}
 
 
-def variant_fields(study: Dict[str, Any], variant: str) -> Dict[str, Any]:
+def variant_fields(study: Union[Dict[str, Any], ResolvedStudy],
+                   variant: str) -> Dict[str, Any]:
     """The tuning fields of one variant: defaults < ``tuning`` < the variant's own. The
     reward baseline, when neither names one that the variant's estimator takes, is that
-    estimator's default (``vocabulary.DEFAULT_BASELINE``)."""
-    if variant not in study["variants"]:
-        raise StudyError(f"unknown variant {variant!r}; the study has: "
-                         f"{', '.join(study['variants'])}")
-    return _resolve(study, study["variants"][variant] or {})
+    estimator's default (``vocabulary.DEFAULT_BASELINE``). (``resolve(study).fields``.)"""
+    return resolve(study).fields(variant)
 
 
-def tuning_fields(study: Dict[str, Any]) -> Dict[str, Any]:
+def tuning_fields(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, Any]:
     """The reference tuning configuration (``tuning:`` with the defaults filled in)."""
-    return _resolve(study, {})
+    return copy.deepcopy(_thawed(resolve(study).tuning))
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(v) for v in value]
+    return value
 
 
 def _resolve(study: Dict[str, Any], own: Dict[str, Any]) -> Dict[str, Any]:
@@ -202,9 +365,13 @@ def _resolve(study: Dict[str, Any], own: Dict[str, Any]) -> Dict[str, Any]:
     return fields
 
 
-def controls(study: Dict[str, Any]) -> Dict[str, str]:
+def controls(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, str]:
     """Variant -> the variant it is compared with (its ``control`` field, default the
     variant called ``control``); a variant that is some variant's control maps to itself."""
+    return resolve(study).controls
+
+
+def _controls(study: Dict[str, Any]) -> Dict[str, str]:
     out = {}
     for v in study["variants"]:
         named = (study["variants"][v] or {}).get("control") or study["tuning"].get("control")
@@ -213,21 +380,17 @@ def controls(study: Dict[str, Any]) -> Dict[str, str]:
     return {v: (v if v in is_control else c) for v, c in out.items()}
 
 
-def labels(study: Dict[str, Any]) -> Dict[str, str]:
+def labels(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, str]:
     """Variant -> its label in figures and tables (the variant's name when it has none)."""
-    return {v: variant_fields(study, v).get("label") or v for v in study["variants"]}
+    return resolve(study).labels
 
 
-def experiments(study: Dict[str, Any]) -> Dict[str, List[str]]:
+def experiments(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, List[str]]:
     """Experiment name -> variants shown in its figure (``all`` joins every one)."""
-    groups: Dict[str, List[str]] = {}
-    everywhere = []
-    for name in study["variants"]:
-        exp = variant_fields(study, name).get("experiment") or []
-        exp = [exp] if isinstance(exp, str) else list(exp)
-        if "all" in exp:
-            everywhere.append(name)
-            continue
-        for e in exp:
-            groups.setdefault(e, []).append(name)
-    return {e: everywhere + v for e, v in groups.items()}
+    return {e: list(v) for e, v in resolve(study).experiments.items()}
+
+
+def stage_resources(study: Union[Dict[str, Any], ResolvedStudy],
+                    stage: str) -> Dict[str, Any]:
+    """A stage's request: ``DEFAULT_RESOURCES`` < ``resources.<stage>``."""
+    return dict(resolve(study).resources[stage])

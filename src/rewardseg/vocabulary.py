@@ -33,6 +33,25 @@ ESTIMATOR_TITLES = {"weighted_ce": "weighted CE", "reinforce": "REINFORCE",
 MIN_SAMPLES = {"rloo": 2}
 MIN_GLOBAL_BATCH = {"batch_loo": 2}
 SAMPLE_AT = ("logits", "label")
+
+
+def estimator_error(estimator: str, baseline: str, num_samples=None, global_batch=None,
+                    key: str = "loss"):
+    """None, or what is wrong with an estimator's settings, as one line: the cross-field
+    check that a study's variant (``rewardseg.study``) and ``RewardLoss`` both run. ``key``
+    names the estimator as its caller spells it: ``loss`` in a study, ``estimator`` in
+    ``RewardLoss``; ``num_samples`` (a sampling estimator's) and ``global_batch`` (images
+    per optimizer step, all GPUs) are checked when given."""
+    if baseline not in BASELINES[estimator]:
+        return (f"{key} {estimator!r} takes baseline {' / '.join(BASELINES[estimator])}, "
+                f"not {baseline!r}")
+    if (num_samples is not None and estimator in SAMPLING
+            and int(num_samples) < MIN_SAMPLES.get(baseline, 1)):
+        return f"baseline {baseline!r} needs num_samples >= {MIN_SAMPLES[baseline]}"
+    if global_batch is not None and global_batch < MIN_GLOBAL_BATCH.get(baseline, 1):
+        return (f"baseline {baseline!r} needs at least {MIN_GLOBAL_BATCH[baseline]} images "
+                "in the global batch")
+    return None
 # reinforce: ``image`` sums the log-likelihood over an image's valid pixels (the loss's
 # expected gradient is grad E[R] itself); ``pixel`` averages it (grad E[R] / n_valid).
 NORMALIZE = ("image", "pixel")

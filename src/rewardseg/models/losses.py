@@ -24,8 +24,8 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..rewards import local_reward_changes, per_image_miou
-from ..vocabulary import (BASELINES, DEFAULT_BASELINE, ESTIMATORS, MIN_SAMPLES, NORMALIZE,
-                          SAMPLE_AT, SAMPLING)
+from ..vocabulary import (BASELINES, DEFAULT_BASELINE, ESTIMATORS, NORMALIZE, SAMPLE_AT,  # noqa: F401
+                          SAMPLING, estimator_error)
 
 
 def process_world() -> tuple:
@@ -235,18 +235,15 @@ class RewardLoss(nn.Module):
             raise _choice_error("estimator", estimator, ESTIMATORS)
         if baseline is None:
             baseline = DEFAULT_BASELINE[estimator]
-        if baseline not in BASELINES[estimator]:
-            raise ValueError(f"RewardLoss: unknown baseline {baseline!r} for estimator "
-                             f"{estimator!r}; valid: {', '.join(BASELINES[estimator])}")
+        if int(num_samples) < 1:
+            raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
+        error = estimator_error(estimator, baseline, num_samples, key="estimator")
+        if error:  # the check a study's variant runs too (rewardseg.study)
+            raise ValueError(f"RewardLoss: {error}")
         if sample_at not in SAMPLE_AT:
             raise _choice_error("sample_at", sample_at, SAMPLE_AT)
         if normalize not in NORMALIZE:
             raise _choice_error("normalize", normalize, NORMALIZE)
-        if int(num_samples) < 1:
-            raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
-        if int(num_samples) < MIN_SAMPLES.get(baseline, 1) and estimator in SAMPLING:
-            raise ValueError(f"RewardLoss: baseline {baseline!r} needs num_samples >= "
-                             f"{MIN_SAMPLES[baseline]}, got {num_samples}")
         if not 0.0 <= float(ema_momentum) < 1.0:
             raise ValueError(f"RewardLoss: ema_momentum must be in [0, 1), got {ema_momentum}")
         if "loss" not in loss_name:

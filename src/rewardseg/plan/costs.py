@@ -16,18 +16,11 @@ import os
 from typing import Any, Dict, List, Optional
 
 from .. import paths, slurm
+from ..study import DEFAULT_RESOURCES, stage_resources  # noqa: F401 (the plan's API)
 
-DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
-                     "seconds_per_step": 1.0}
 TUNE = "tune"  # the tuning stage (its rows, its rule)
 # the workflow's training rules (workflow/rules/train.smk) and the stage each trains
 STAGE_RULES = {"pretrain": paths.PRETRAIN, "pretrain_part": paths.PRETRAIN, "tune": TUNE}
-
-
-def stage_resources(study: dict, stage: str) -> Dict[str, float]:
-    res = dict(DEFAULT_RESOURCES)
-    res.update((study.get("resources") or {}).get(stage) or {})
-    return res
 
 
 def _gpu_hours(record: dict, configured: int) -> float:
