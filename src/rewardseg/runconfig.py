@@ -8,10 +8,10 @@ decode head's loss comes from ``models.losses.decode_loss_config``, next to the 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Union
 
 from . import paths
-from .study import PRETRAIN_DEFAULTS, StudyError, released_checkpoints, variant_fields
+from .study import PRETRAIN_DEFAULTS, ResolvedStudy, StudyError, resolve
 from .vocabulary import FP32, OPTIMIZERS
 
 ADAMW_WEIGHT_DECAY = 0.01
@@ -21,10 +21,12 @@ def data_root(study: Dict[str, Any], data_dir: str = paths.DATA) -> str:
     return paths.data_root(study["dataset"]["name"], data_dir)
 
 
-def pretrain_spec(study: Dict[str, Any], data_dir: str = paths.DATA) -> Dict[str, Any]:
+def pretrain_spec(study: Union[Dict[str, Any], ResolvedStudy],
+                  data_dir: str = paths.DATA) -> Dict[str, Any]:
+    study = resolve(study)
     base = dict(PRETRAIN_DEFAULTS)
-    base.update(study["pretrain"])
-    released = released_checkpoints(study)
+    base.update(study.raw()["pretrain"])
+    released = {k: dict(v) for k, v in study.released.items()}
     if released:  # nothing is trained: the schedule fields only shape the (val) config
         steps = list(released)
         base.update(iters=max(steps), eval_interval=min(steps), checkpoint_interval=min(steps))
@@ -44,9 +46,11 @@ def pretrain_spec(study: Dict[str, Any], data_dir: str = paths.DATA) -> Dict[str
     return spec
 
 
-def tune_spec(study: Dict[str, Any], variant: str, seed: int, work_dir: str = paths.WORK,
-              data_dir: str = paths.DATA) -> Dict[str, Any]:
-    fields = variant_fields(study, variant)
+def tune_spec(study: Union[Dict[str, Any], ResolvedStudy], variant: str, seed: int,
+              work_dir: str = paths.WORK, data_dir: str = paths.DATA) -> Dict[str, Any]:
+    """One variant x seed's run spec, from the study resolved (``study.resolve``)."""
+    study = resolve(study)
+    fields = study.fields(variant)
     for key in ("experiment", "label", "control"):  # how the run is reported, not trained
         fields.pop(key, None)
     spec = dict(stage="tune", study=study["study"], variant=variant, seed=int(seed),

@@ -7,10 +7,8 @@ import shlex
 
 from rewardseg import figures as figure_registry
 from rewardseg import paths, preflight
-from rewardseg.plan import stage_resources
 from rewardseg.runconfig import pretrain_spec, tune_spec
-from rewardseg.study import (StudyError, check_study, experiments, released_checkpoints,
-                             variant_fields)
+from rewardseg.study import StudyError, resolve
 
 # `--config 'seeds=[0,1,2,3,4]'` (on top of --configfile) reaches us as strings
 if isinstance(config.get("seeds"), list):
@@ -27,12 +25,13 @@ typed_overrides(config)
 RECORDED_FROM = config.pop("recorded", None)
 from rewardseg.recorded import RESULT_FILES as RECORDED_RESULT_FILES
 
-try:  # the JSON schema (enums from rewardseg.vocabulary), then the cross-field checks
-    check_study(config, source="study config")
+try:  # the JSON schema (enums from rewardseg.vocabulary), then the cross-field checks; the
+    # study resolved once (every variant's run fields, control, experiments, resources)
+    RESOLVED_STUDY = resolve(config, source="study config", cached=False)
 except StudyError as err:
     raise WorkflowError(str(err)) from None
 
-STUDY = config["study"]
+STUDY = RESOLVED_STUDY.name
 # this study's recorded run, when the repository has one: a run here is compared with it
 RECORDED = paths.recorded(STUDY)
 if RECORDED_FROM:
@@ -46,15 +45,15 @@ if RECORDED_FROM:
     if conflict:
         raise WorkflowError(conflict)
     RECORDED = RECORDED_FROM
-SEEDS = [int(s) for s in config["seeds"]]
-VARIANTS = list(config["variants"])
-DATASET = config["dataset"]["name"]
-EXPERIMENTS = list(experiments(config))
+SEEDS = list(RESOLVED_STUDY.seeds)
+VARIANTS = list(RESOLVED_STUDY.variants)
+DATASET = RESOLVED_STUDY["dataset"]["name"]
+EXPERIMENTS = list(RESOLVED_STUDY.experiments)
 PRETRAIN = paths.PRETRAIN
 # released pretraining checkpoints, fetched on the submitting machine (compute nodes may
 # have no internet); the pretraining job then only evaluates them
-RELEASED = released_checkpoints(config)
-RESOURCES = {stage: stage_resources(config, stage) for stage in (PRETRAIN, "tune")}
+RELEASED = dict(RESOLVED_STUDY.released)
+RESOURCES = {stage: dict(res) for stage, res in RESOLVED_STUDY.resources.items()}
 # Cluster partition / account come from the environment, never from tracked files
 # (README, "On a SLURM cluster"); unset means the cluster's defaults.
 SLURM = {key: os.environ[var] for key, var in (("slurm_partition", "REWARDSEG_SLURM_PARTITION"),
@@ -158,7 +157,7 @@ def released_inputs(wildcards):
 
 
 def class_weight_inputs(wildcards):
-    smoothing = variant_fields(config, wildcards.variant)["class_weight_smoothing"]
+    smoothing = RESOLVED_STUDY.variants[wildcards.variant].fields["class_weight_smoothing"]
     if smoothing is None:
         return []
     return [paths.class_weights(paths.data_root(DATASET), smoothing)]
@@ -166,7 +165,7 @@ def class_weight_inputs(wildcards):
 
 def pretrain_class_weight_inputs(wildcards):
     """The weights file of a class-weighted pretraining (`pretrain.class_weight_smoothing`)."""
-    smoothing = config.get("pretrain", {}).get("class_weight_smoothing")
+    smoothing = RESOLVED_STUDY["pretrain"].get("class_weight_smoothing")
     if smoothing is None:
         return []
     return [paths.class_weights(paths.data_root(DATASET), smoothing)]
@@ -175,9 +174,9 @@ def pretrain_class_weight_inputs(wildcards):
 # `pretrain: {parts: true}`: a pretraining trained here runs in parts, one job each, that
 # stop at the tuning start points (`rewardseg stage --stop-at`): a tuning run starts as
 # soon as its start checkpoint exists, beside the rest of the pretraining (same numbers).
-PRETRAIN_PARTS = [] if RELEASED or not config["pretrain"].get("parts") else sorted(
-    {int(variant_fields(config, v)["start"]) for v in VARIANTS}
-    - {int(pretrain_spec(config)["iters"])})
+PRETRAIN_PARTS = [] if RELEASED or not RESOLVED_STUDY["pretrain"].get("parts") else sorted(
+    {int(v.fields["start"]) for v in RESOLVED_STUDY.variants.values()}
+    - {int(pretrain_spec(RESOLVED_STUDY)["iters"])})
 
 
 def pretrain_part_threads(wildcards):
@@ -200,18 +199,19 @@ def last_pretrain_part(wildcards):
 def tune_start_input(wildcards):
     """A tuning run waits for the pretraining part that ends at its start (else for the
     whole pretraining: released checkpoints, or a start at its last iteration)."""
-    start = int(variant_fields(config, wildcards.variant)["start"])
+    start = int(RESOLVED_STUDY.variants[wildcards.variant].fields["start"])
     if start in PRETRAIN_PARTS:
         return paths.pretrain_part(wildcards.study, start)
     return paths.run_record(paths.pretrain_dir(wildcards.study))
 
 
 def pretrain_spec_json(wildcards):
-    return json.dumps(pretrain_spec(config), sort_keys=True)
+    return json.dumps(pretrain_spec(RESOLVED_STUDY), sort_keys=True)
 
 
 def tune_spec_json(wildcards):
-    return json.dumps(tune_spec(config, wildcards.variant, int(wildcards.seed)), sort_keys=True)
+    return json.dumps(tune_spec(RESOLVED_STUDY, wildcards.variant, int(wildcards.seed)),
+                      sort_keys=True)
 
 
 def run_results(study=STUDY):
