@@ -186,11 +186,12 @@ def _cmd_tables(ns) -> int:
     import pandas as pd
 
     from .results import write_tables
-    from .study import controls, labels, load_study
+    from .study import load_study, resolve
 
     study = load_study(ns.study)
-    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, labels(study), controls(study),
-                           study=study)
+    resolved = resolve(study)
+    written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, resolved.labels,
+                           resolved.controls, study=study)
     print(f"wrote {', '.join(written)}")
     return 0
 

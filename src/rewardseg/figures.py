@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import paths
-from .study import controls, experiments, labels as variant_labels, variant_fields
+from .study import labels as variant_labels, as_resolved as resolve_study
 from .vocabulary import ESTIMATOR_TITLES, LOGGED_ADVANTAGE
 
 # What a figure may need: the study's metrics.csv, its train_stats.csv, and the
@@ -221,7 +221,7 @@ TREND_COLOUR = "#444444"
 def control_variants(study: dict) -> List[str]:
     """The variants that some other variant is compared with, the most compared first
     (then in the study's order)."""
-    of = controls(study)
+    of = resolve_study(study).controls
     count: Dict[str, int] = {}
     for variant, control in of.items():
         if control != variant:
@@ -297,7 +297,8 @@ def _fit_right_legend(fig, legend, top: float = 1.0, bottom: float = 0.0) -> Non
 
 # ---------------------------------------------------------------- the figures
 
-@figure("exp_{experiment}", needs=("metrics",), each=lambda study: list(experiments(study)),
+@figure("exp_{experiment}", needs=("metrics",),
+        each=lambda study: list(resolve_study(study).experiments),
         caption="{question} Study ``{study}``, experiment ``{experiment}``: validation mIoU (%) of its "
                 "variants over the fine-tuning window (mean and 95 % band over seeds) next "
                 "to the CE control; as context, the CE pretraining continuing its own "
@@ -313,14 +314,14 @@ def experiment_figure(study: dict, metrics, experiment: str):
 
     from .vocabulary import experiment_question
 
-    groups = experiments(study)
+    groups = resolve_study(study).experiments
     if experiment not in groups:
         raise ValueError(f"study {study['study']!r} has no experiment {experiment!r}; "
                          f"it has: {', '.join(groups)}")
     variants = groups[experiment]
     labels, colours = variant_labels(study), variant_colours(study)
     markers = variant_markers(study)
-    fields = {v: variant_fields(study, v) for v in variants}
+    fields = {v: resolve_study(study).fields(v) for v in variants}
     start_of = {v: fields[v]["start"] for v in variants}
     starts = sorted(set(start_of.values()))
     miou = metrics[metrics["class"] == "mIoU"]
@@ -412,7 +413,8 @@ def delta_figure(study: dict, metrics):
     from .results import ALPHA, variant_table
 
     labels, colours = variant_labels(study), variant_colours(study)
-    table = variant_table(metrics, controls(study), experiments(study))
+    resolved = resolve_study(study)
+    table = variant_table(metrics, resolved.controls, resolved.experiments)
     table = table[table["control"] != table["variant"]].sort_values("delta").reset_index()
     height = max(FIGSIZE[1], 0.24 * len(table) + 2.3)
     fig, ax = plt.subplots(figsize=(FIGSIZE[0], height))
@@ -545,7 +547,7 @@ def variance_figure(study: dict, metrics, stats):
     markers = variant_markers(study)
     fell = _fell_below_start(study, metrics)
     sub = stats[stats["stat"] == "decode.reward_adv_sq"]
-    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
     sub = sub.assign(estimator=sub["variant"].map(loss))
     estimators = [e for e in ESTIMATORS if (sub["estimator"] == e).any()]
     fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False, figsize=FIGSIZE)
@@ -598,7 +600,7 @@ def _reward_measure(study: dict, variant: str) -> Optional[str]:
     mIoU), ``sampled_weighted`` (their class-weighted mIoU), None for a plain loss."""
     from .vocabulary import ESTIMATORS, SAMPLING
 
-    fields = variant_fields(study, variant)
+    fields = resolve_study(study).fields(variant)
     if fields["loss"] not in ESTIMATORS:
         return None
     if fields["loss"] not in SAMPLING:
@@ -786,8 +788,9 @@ def qualitative_variants(study: dict, metrics, control: str = "control"):
     from .results import best_variant, variant_table
     from .vocabulary import ESTIMATORS
 
-    table = variant_table(metrics, controls(study), experiments(study))
-    tuned = table[[variant_fields(study, v)["loss"] in ESTIMATORS for v in table["variant"]]]
+    resolved = resolve_study(study)
+    table = variant_table(metrics, resolved.controls, resolved.experiments)
+    tuned = table[[resolved.variants[v].estimator in ESTIMATORS for v in table["variant"]]]
     best = best_variant(tuned)
     if best is None and len(tuned):  # none is better: the highest Δ, and the panel says so
         best, better = str(tuned.sort_values("delta").iloc[-1]["variant"]), False
@@ -949,7 +952,7 @@ def per_class_deltas(study: dict, metrics):
         [v for v in present if v not in study["variants"]]
     classes = [c for c in dict.fromkeys(final["class"]) if c != "mIoU"]
     classes += ["mIoU"] if "mIoU" in iou.columns else []
-    of = controls(study)
+    of = resolve_study(study).controls
     rows = []
     for variant in order:
         control = of.get(variant, CONTROL)
@@ -1119,7 +1122,7 @@ def reward_gap_data(study: dict, stats):
 
     from .vocabulary import ESTIMATORS, SAMPLING
 
-    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
     sub = stats[stats["variant"].map(lambda v: loss.get(v) in ESTIMATORS)]
     sub = sub.assign(estimator=sub["variant"].map(loss))
     wanted = {ARGMAX_REWARD: ("argmax", 100.0), POLICY_ENTROPY: ("entropy", 1.0),
@@ -1171,7 +1174,7 @@ def reward_gap_figure(study: dict, stats):
 
     data, missing = reward_gap_data(study, stats)
     labels = variant_labels(study)
-    loss = {v: variant_fields(study, v)["loss"] for v in study["variants"]}
+    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
     variants = [v for v in study["variants"] if loss[v] in ESTIMATORS]
     estimators = [e for e in ESTIMATORS if any(loss[v] == e for v in variants)]
     ncols = max(1, len(estimators))

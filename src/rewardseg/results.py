@@ -830,9 +830,9 @@ def write_tables(df: pd.DataFrame, out_dir: str, labels: Dict[str, str],
     ``experiments`` is not given. Prints the reference's Holm-level MDE (one line: the
     workflow's log of its ``tables`` rule)."""
     if experiments is None and study is not None:
-        from .study import experiments as study_experiments
+        from .study import as_resolved as resolve
 
-        experiments = study_experiments(study)
+        experiments = resolve(study).experiments
     final = group_by_experiment(final_table(df, controls, experiments), experiments)
     means = {r["variant"]: (r["mean"], r["std"])
              for r in variant_table(df, controls, experiments, final).to_dict("records")}
@@ -929,7 +929,7 @@ def _fmt(value) -> str:
 def _study_settings(metrics_csv: str) -> tuple:
     """The controls and experiments of the study whose ``metrics.csv`` this is (its
     ``study.yaml`` beside); ({}, None) without one."""
-    from .study import controls, experiments
+    from .study import as_resolved as resolve
 
     path = os.path.join(os.path.dirname(os.path.abspath(metrics_csv)), "study.yaml")
     if not os.path.isfile(path):
@@ -938,7 +938,8 @@ def _study_settings(metrics_csv: str) -> tuple:
 
     with open(path) as fh:
         study = yaml.safe_load(fh)
-    return controls(study), experiments(study)
+    resolved = resolve(study)
+    return resolved.controls, resolved.experiments
 
 
 def overview(metrics_files: Sequence[str], out_md: Optional[str] = None) -> pd.DataFrame:

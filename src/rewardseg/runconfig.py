@@ -11,7 +11,8 @@ import os
 from typing import Any, Dict, Optional, Union
 
 from . import paths
-from .study import PRETRAIN_DEFAULTS, ResolvedStudy, StudyError, resolve
+from .study import (PRETRAIN_DEFAULTS, ResolvedStudy, StudyError,
+                    as_resolved as resolve)
 from .vocabulary import FP32, OPTIMIZERS
 
 ADAMW_WEIGHT_DECAY = 0.01

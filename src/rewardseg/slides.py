@@ -18,8 +18,8 @@ from . import paths
 from .data import describe
 from .results import ALPHA, PLATEAU_POINTS, best_variant, pretrain_plateau, variant_table
 from .runconfig import pretrain_spec
-from .study import (controls, experiments, labels as variant_labels, released_checkpoints,
-                    tuning_fields, variant_fields)
+from .study import (as_resolved as resolve, labels as variant_labels, released_checkpoints,
+                    tuning_fields)
 from .vocabulary import experiment_title
 
 _IMG = re.compile(r"(!\[[^\]]*\]\()([^)]+)(\))")
@@ -84,7 +84,8 @@ def estimators_text(study: dict) -> str:
                              ESTIMATORS, NORMALIZE, NORMALIZE_LOGP, NORMALIZE_WORDS, SAMPLING)
 
     reference = tuning_fields(study)
-    fields = [variant_fields(study, v) for v in study["variants"]]
+    resolved = resolve(study)
+    fields = [resolved.fields(v) for v in resolved.variants]
     parts = []
     for estimator in ESTIMATORS:
         mine = [f for f in fields if f["loss"] == estimator] or [reference]
@@ -204,14 +205,15 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
     labels = variant_labels(study)
     exp_slides = []
     caption = EXPERIMENT_CAPTION.format(seeds=len(study["seeds"]))
-    for name in experiments(study):  # the figure's legend lists the variants, one a line
+    for name in resolve(study).experiments:  # the figure's legend lists the variants, one a line
         exp_slides.append(f"\n---\n\n# {experiment_title(name)}\n\n"
                           f"![h:440](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f'<p class="caption">{html_mod.escape(caption)}</p>\n')
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
     metrics = pd.read_csv(metrics_csv)
-    text = text.replace("<!-- summary -->", _summary(metrics, labels, controls(study),
-                                                     experiments(study)))
+    resolved = resolve(study)
+    text = text.replace("<!-- summary -->", _summary(metrics, labels, resolved.controls,
+                                                     resolved.experiments))
     text = text.replace("{{plateau}}", _plateau(metrics, tuning_fields(study)["start"]))
     for key, value in _values(study).items():
         text = text.replace("{{" + key + "}}", value)

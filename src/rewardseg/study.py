@@ -152,13 +152,14 @@ _RESOLVED: Dict[str, "ResolvedStudy"] = {}  # canonical JSON of a study -> its r
 
 
 def resolve(study: Union[Dict[str, Any], ResolvedStudy], source: str = "study config",
-            cached: bool = True) -> ResolvedStudy:
+            cached: bool = True, check: bool = True) -> ResolvedStudy:
     """The study (after ``--config`` overrides and :func:`typed_overrides`), checked — the
     schema for its shape (``rewardseg.schema``), then :func:`_check_resolved` across fields
     — and resolved: every variant's complete run fields, control, label and experiments,
     each stage's resources. Raises :class:`StudyError` naming the key. A study resolved
     before (equal content) is not checked again unless ``cached`` is false; a resolved
-    study is returned as is."""
+    study is returned as is. ``check=False`` (:func:`as_resolved`) resolves a study some
+    reader was handed without checking it (the check ran when it was loaded)."""
     if isinstance(study, ResolvedStudy):
         return study
     try:
@@ -167,6 +168,8 @@ def resolve(study: Union[Dict[str, Any], ResolvedStudy], source: str = "study co
         key = None
     if cached and key is not None and key in _RESOLVED:
         return _RESOLVED[key]
+    if not check:  # a reader's study, as it always was: resolved, not checked again
+        return _build(study)
     from .data import check_dataset
 
     error = schema_error(study)
@@ -186,6 +189,11 @@ def resolve(study: Union[Dict[str, Any], ResolvedStudy], source: str = "study co
             _RESOLVED.clear()
         _RESOLVED[key] = out
     return out
+
+
+def as_resolved(study: Union[Dict[str, Any], ResolvedStudy]) -> ResolvedStudy:
+    """A reader's study resolved (a checked one from the cache; else not checked again)."""
+    return resolve(study, check=False)
 
 
 def _build(study: Dict[str, Any]) -> ResolvedStudy:
@@ -336,13 +344,13 @@ def variant_fields(study: Union[Dict[str, Any], ResolvedStudy],
                    variant: str) -> Dict[str, Any]:
     """The tuning fields of one variant: defaults < ``tuning`` < the variant's own. The
     reward baseline, when neither names one that the variant's estimator takes, is that
-    estimator's default (``vocabulary.DEFAULT_BASELINE``). (``resolve(study).fields``.)"""
-    return resolve(study).fields(variant)
+    estimator's default (``vocabulary.DEFAULT_BASELINE``). (``as_resolved(study).fields``.)"""
+    return as_resolved(study).fields(variant)
 
 
 def tuning_fields(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, Any]:
     """The reference tuning configuration (``tuning:`` with the defaults filled in)."""
-    return copy.deepcopy(_thawed(resolve(study).tuning))
+    return copy.deepcopy(_thawed(as_resolved(study).tuning))
 
 
 def _thawed(value: Any) -> Any:
@@ -368,7 +376,7 @@ def _resolve(study: Dict[str, Any], own: Dict[str, Any]) -> Dict[str, Any]:
 def controls(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, str]:
     """Variant -> the variant it is compared with (its ``control`` field, default the
     variant called ``control``); a variant that is some variant's control maps to itself."""
-    return resolve(study).controls
+    return as_resolved(study).controls
 
 
 def _controls(study: Dict[str, Any]) -> Dict[str, str]:
@@ -382,15 +390,15 @@ def _controls(study: Dict[str, Any]) -> Dict[str, str]:
 
 def labels(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, str]:
     """Variant -> its label in figures and tables (the variant's name when it has none)."""
-    return resolve(study).labels
+    return as_resolved(study).labels
 
 
 def experiments(study: Union[Dict[str, Any], ResolvedStudy]) -> Dict[str, List[str]]:
     """Experiment name -> variants shown in its figure (``all`` joins every one)."""
-    return {e: list(v) for e, v in resolve(study).experiments.items()}
+    return {e: list(v) for e, v in as_resolved(study).experiments.items()}
 
 
 def stage_resources(study: Union[Dict[str, Any], ResolvedStudy],
                     stage: str) -> Dict[str, Any]:
     """A stage's request: ``DEFAULT_RESOURCES`` < ``resources.<stage>``."""
-    return dict(resolve(study).resources[stage])
+    return dict(as_resolved(study).resources[stage])
