@@ -171,3 +171,50 @@ def test_pretrain_class_weights_need_a_pretraining_trained_here(study):
         check_study(study)
     study["pretrain"]["class_weight_smoothing"] = None
     check_study(study)
+
+
+def test_a_resolved_study_is_read_only_and_travels_as_json(study):
+    """resolve: every variant's complete fields, control and experiments, equal to what
+    the per-key functions give; nothing in it can be changed in place; its JSON form
+    resolves to the same study again."""
+    import dataclasses
+
+    from rewardseg.study import ResolvedStudy, controls, experiments, resolve, variant_fields
+
+    resolved = resolve(study)
+    assert resolve(resolved) is resolved
+    assert list(resolved.variants) == list(study["variants"])
+    for name in study["variants"]:
+        assert resolved.fields(name) == variant_fields(study, name)
+    assert resolved.controls == controls(study)
+    assert {k: list(v) for k, v in resolved.experiments.items()} == experiments(study)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolved.tuning = {}
+    with pytest.raises(TypeError):
+        resolved.variants["control"].fields["lr"] = 1.0
+    fields = resolved.fields("control")
+    fields["lr"] = 123.0  # a copy: the resolved study keeps its own
+    assert resolved.fields("control")["lr"] != 123.0
+    again = ResolvedStudy.from_json(resolved.to_json())
+    assert again.to_json() == resolved.to_json()
+    assert again.controls == resolved.controls
+
+
+def test_the_study_and_reward_loss_refuse_a_baseline_with_the_same_check(study):
+    """One cross-field check (vocabulary.estimator_error) for the study and for a direct
+    mmseg user of RewardLoss; each names the key as it spells it."""
+    import rewardseg.models  # noqa: F401
+    from rewardseg.models.losses import RewardLoss
+    from rewardseg.vocabulary import estimator_error
+
+    assert estimator_error("reinforce", "rloo", 4) is None
+    wrong = estimator_error("local_expectation", "rloo", key="loss")
+    assert wrong.startswith("loss 'local_expectation' takes baseline ")
+    assert wrong.endswith("not 'rloo'")
+    study["variants"]["probe"] = dict(loss="local_expectation", baseline="rloo")
+    with pytest.raises(StudyError) as found:
+        check_study(study)
+    assert wrong in str(found.value)
+    with pytest.raises(ValueError) as found:
+        RewardLoss(estimator="local_expectation", baseline="rloo")
+    assert estimator_error("local_expectation", "rloo", key="estimator") in str(found.value)
