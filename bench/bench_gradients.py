@@ -660,6 +660,9 @@ def main(argv=None) -> int:
     mapping = None
     if args.size is not None:
         classes = cfg.train_dataloader.dataset.get("metainfo", {}).get("classes")
+        if classes is None:  # PreparedDataset reads them from meta.json: the study's source's
+            from rewardseg.results import dataset_classes
+            classes = dataset_classes(study)
         if classes is None:
             from mmseg.registry import DATASETS
             classes = DATASETS.get(cfg.train_dataloader.dataset.type).METAINFO["classes"]
