@@ -25,6 +25,7 @@ start-up, the median over the repeats (and the min, the end of the first iterati
 whole job).
 """
 import argparse
+import contextlib
 import glob
 import os
 import re
@@ -204,6 +205,17 @@ def startup(args):
             shutil.rmtree(root, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def fresh_clone(name):
+    """A fresh clone of this checkout in a temporary folder, removed afterwards."""
+    tmp = tempfile.mkdtemp(prefix=f"rewardseg-{name}-")
+    try:
+        subprocess.run(["git", "clone", "-q", REPO, tmp], check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--finished", help="a checkout where the default study has finished")
@@ -237,19 +249,13 @@ def main():
         report("no-op", seconds, "(nothing to be done)" if "Nothing to be done" in out else
                "(WARNING: jobs ran)")
     if args.cold:
-        tmp = tempfile.mkdtemp(prefix="rewardseg-cold-")
-        try:
-            subprocess.run(["git", "clone", "-q", REPO, tmp], check=True)
+        with fresh_clone("cold") as tmp:
             seconds, _ = timed(snake + ["--cores", args.cores], tmp)
             report("cold", seconds, f"default study in {tmp}")
             seconds, out = timed(snake + ["--cores", args.cores], tmp)
             report("no-op", seconds)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     if args.figures:
-        tmp = tempfile.mkdtemp(prefix="rewardseg-figures-")
-        try:
-            subprocess.run(["git", "clone", "-q", REPO, tmp], check=True)
+        with fresh_clone("figures") as tmp:
             recorded = os.path.join("paper", "recorded", "default")
             seconds, out = timed(snake + ["--cores", args.cores, "--configfile",
                                           os.path.join(recorded, "study.yaml"), "--config",
@@ -257,8 +263,6 @@ def main():
             built = len(glob.glob(os.path.join(tmp, "figures", "default", "*.png")))
             report("figures", seconds, f"{built} figures, the tables, notebook and deck "
                    f"from {recorded}")
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     if args.startup:
         startup(args)
 

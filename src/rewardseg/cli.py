@@ -164,7 +164,7 @@ def _cmd_record(ns) -> int:
 
 
 def _cmd_reproduction(ns) -> int:
-    from .fileio import write_json_atomic
+    from .fileio import write_json_atomic, write_text_atomic
     from .recorded import compare, render, runs_machine
     from .study import load_study
 
@@ -172,12 +172,9 @@ def _cmd_reproduction(ns) -> int:
     found = compare(ns.recorded, ns.metrics, ns.stats,
                     here=runs_machine(ns.work_root, study["study"]))
     text = render(found)
-    tmp = ns.out + ".tmp"
-    with open(tmp, "w") as fh:
-        fh.write(text)
     if ns.json:
         write_json_atomic(ns.json, found)
-    os.replace(tmp, ns.out)
+    write_text_atomic(ns.out, text)  # last: the rule's first output marks it done
     print(text, end="")
     return 0
 

@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import paths
 from .study import labels as variant_labels, as_resolved as resolve_study
-from .vocabulary import ESTIMATOR_TITLES, LOGGED_ADVANTAGE
+from .vocabulary import ESTIMATOR_TITLES, LOGGED_ADVANTAGE, experiment_question
 
 # What a figure may need: the study's metrics.csv, its train_stats.csv, and the
 # predictions.npz of the qualitative panel (:func:`qualitative_predictions`).
@@ -73,8 +73,6 @@ class FigureSpec:
     def caption_for(self, study: str, **values: str) -> str:
         """The caption, its fields filled in; a family of experiments' also gets the
         experiment's ``{question}`` (``vocabulary.experiment_question``)."""
-        from .vocabulary import experiment_question
-
         extra = {"question": experiment_question(values["experiment"])} \
             if "experiment" in values else {}
         return self.caption.format(study=study, **values, **extra)
@@ -311,8 +309,6 @@ def experiment_figure(study: dict, metrics, experiment: str):
     start (dotted), with a short stretch of pretraining before the start as context."""
     import matplotlib.pyplot as plt
     import numpy as np
-
-    from .vocabulary import experiment_question
 
     groups = resolve_study(study).experiments
     if experiment not in groups:
@@ -823,7 +819,8 @@ def qualitative_predictions(study: dict, metrics, work_root: str = paths.WORK, s
     model = models[control]
     meta = model.dataset_meta or {}
     found = []  # (disagreement, index, path, gt, predictions), the most disagreeing kept
-    for index, (path, gt_path) in enumerate(val_pairs(model.cfg)[:candidates]):
+    pairs = val_pairs(model.cfg)[:candidates]
+    for index, (path, gt_path) in enumerate(pairs):
         gt = np.asarray(Image.open(gt_path)).astype(np.uint8)
         preds = np.stack([inference_model(models[v], path).pred_sem_seg.data[0].cpu().numpy()
                           for v in shown]).astype(np.uint8)
@@ -838,7 +835,7 @@ def qualitative_predictions(study: dict, metrics, work_root: str = paths.WORK, s
         "palette": np.array(meta.get("palette", []), dtype=np.uint8).reshape(-1, 3),
         "names": np.array([os.path.relpath(f[2], root) for f in found]),
         "disagreement": np.array([-f[0] for f in found]),
-        "searched": np.array(min(candidates, index + 1) if found else 0),
+        "searched": np.array(len(pairs)),
     }
     for row, (_, _, path, gt, preds) in enumerate(found):
         out[f"image{row}"] = np.asarray(Image.open(path).convert("RGB"))

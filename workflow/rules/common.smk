@@ -33,7 +33,6 @@ except StudyError as err:
 
 STUDY = RESOLVED_STUDY.name
 # this study's recorded run, when the repository has one: a run here is compared with it
-RECORDED = paths.recorded(STUDY)
 if RECORDED_FROM:
     from rewardseg.recorded import RecordError, check_record, restore_conflict
 
@@ -44,7 +43,6 @@ if RECORDED_FROM:
         raise WorkflowError(str(err)) from None
     if conflict:
         raise WorkflowError(conflict)
-    RECORDED = RECORDED_FROM
 SEEDS = list(RESOLVED_STUDY.seeds)
 VARIANTS = list(RESOLVED_STUDY.variants)
 DATASET = RESOLVED_STUDY["dataset"]["name"]
