@@ -85,14 +85,14 @@ ADAM_EPS = 1e-8
 
 
 def _reinforce(**kw):
-    return dict(type="RewardLoss", estimator="reinforce", **kw)
+    return dict(type="RewardLoss", loss="reinforce", **kw)
 
 
 # name -> None (decode / aux CE: the model's own heads) or a RewardLoss config
 TERMS: Dict[str, Optional[dict]] = {
     "decode CE": None,
     "aux CE": None,
-    "weighted_ce a=0.1 batch_loo": dict(type="RewardLoss", estimator="weighted_ce",
+    "weighted_ce a=0.1 batch_loo": dict(type="RewardLoss", loss="weighted_ce",
                                         baseline="batch_loo", alpha=0.1),
     "reinforce rloo4 logits image": _reinforce(baseline="rloo", num_samples=4,
                                                sample_at="logits", normalize="image"),
@@ -107,13 +107,13 @@ TERMS: Dict[str, Optional[dict]] = {
                                                 normalize="image"),
     "reinforce greedy image": _reinforce(baseline="greedy", num_samples=1,
                                          normalize="image"),
-    "local_expectation k=1 image": dict(type="RewardLoss", estimator="local_expectation",
+    "local_expectation k=1 image": dict(type="RewardLoss", loss="local_expectation",
                                         num_samples=1, normalize="image"),
 }
 
 
 def _weighted_ce(alpha: float) -> dict:
-    return dict(type="RewardLoss", estimator="weighted_ce", baseline="batch_loo", alpha=alpha)
+    return dict(type="RewardLoss", loss="weighted_ce", baseline="batch_loo", alpha=alpha)
 
 
 #: the estimators of the Cityscapes studies (configs/studies/cityscapes.yaml,

@@ -186,24 +186,24 @@ def sync_free_check(device, args):
     checks = [("per_image_miou slots=1", 1),
               (f"per_image_miou slots={rewards.CUDA_SLOTS} (default)", None),
               ("RewardLoss reinforce rloo k=2 sample_at=logits",
-               dict(estimator="reinforce", baseline="rloo", num_samples=2,
+               dict(loss="reinforce", baseline="rloo", num_samples=2,
                     sample_at="logits")),
               ("RewardLoss reinforce rloo k=2 sample_at=label",
-               dict(estimator="reinforce", baseline="rloo", num_samples=2,
+               dict(loss="reinforce", baseline="rloo", num_samples=2,
                     sample_at="label")),
               ("RewardLoss reinforce rloo k=2 sample_at=logits normalize=pixel",
-               dict(estimator="reinforce", baseline="rloo", num_samples=2,
+               dict(loss="reinforce", baseline="rloo", num_samples=2,
                     sample_at="logits", normalize="pixel")),
               ("RewardLoss reinforce greedy k=1 sample_at=logits",
-               dict(estimator="reinforce", baseline="greedy", num_samples=1)),
+               dict(loss="reinforce", baseline="greedy", num_samples=1)),
               ("RewardLoss reinforce batch_loo k=1 sample_at=logits",
-               dict(estimator="reinforce", baseline="batch_loo", num_samples=1, alpha=1.0)),
+               dict(loss="reinforce", baseline="batch_loo", num_samples=1, alpha=1.0)),
               ("RewardLoss reinforce ema k=1 sample_at=logits",
-               dict(estimator="reinforce", baseline="ema", num_samples=1)),
+               dict(loss="reinforce", baseline="ema", num_samples=1)),
               ("RewardLoss weighted_ce alpha=0.1",
-               dict(estimator="weighted_ce", baseline="batch_loo", alpha=0.1)),
+               dict(loss="weighted_ce", baseline="batch_loo", alpha=0.1)),
               ("RewardLoss local_expectation k=1 sample_at=logits",
-               dict(estimator="local_expectation", num_samples=1))]
+               dict(loss="local_expectation", num_samples=1))]
 
     def run(kwargs, loss_mod):
         if loss_mod is None:

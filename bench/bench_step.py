@@ -50,15 +50,15 @@ IGNORE = 255
 # name -> decode-head loss (None: upstream ASPPHead + CrossEntropyLoss)
 VARIANTS = {
     "ce": None,
-    "weighted_ce(a=0.1)": dict(type="RewardLoss", estimator="weighted_ce",
+    "weighted_ce(a=0.1)": dict(type="RewardLoss", loss="weighted_ce",
                                baseline="batch_loo", alpha=0.1),
-    "reinforce k=2 rloo logits": dict(type="RewardLoss", estimator="reinforce",
+    "reinforce k=2 rloo logits": dict(type="RewardLoss", loss="reinforce",
                                       baseline="rloo", num_samples=2, sample_at="logits"),
-    "reinforce k=2 rloo label": dict(type="RewardLoss", estimator="reinforce",
+    "reinforce k=2 rloo label": dict(type="RewardLoss", loss="reinforce",
                                      baseline="rloo", num_samples=2, sample_at="label"),
-    "reinforce k=4 rloo logits": dict(type="RewardLoss", estimator="reinforce",
+    "reinforce k=4 rloo logits": dict(type="RewardLoss", loss="reinforce",
                                       baseline="rloo", num_samples=4, sample_at="logits"),
-    "local_expectation k=1": dict(type="RewardLoss", estimator="local_expectation",
+    "local_expectation k=1": dict(type="RewardLoss", loss="local_expectation",
                                   num_samples=1),
 }
 # variant -> target ratio to CE
@@ -88,9 +88,9 @@ CITYSCAPES_VARIANTS = {
     "ce": None,
     "weighted_ce(a=0.1)": VARIANTS["weighted_ce(a=0.1)"],
     "reinforce k=2 rloo logits": VARIANTS["reinforce k=2 rloo logits"],
-    "reinforce second_sample": dict(type="RewardLoss", estimator="reinforce",
+    "reinforce second_sample": dict(type="RewardLoss", loss="reinforce",
                                     baseline="second_sample", num_samples=1),
-    "reinforce greedy": dict(type="RewardLoss", estimator="reinforce", baseline="greedy",
+    "reinforce greedy": dict(type="RewardLoss", loss="reinforce", baseline="greedy",
                              num_samples=1),
     "lovasz": dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
                    reduction="none", loss_weight=1.0),
@@ -104,8 +104,8 @@ def study_fields(loss) -> dict:
         return dict(loss="ce", baseline=None, num_samples=None)
     if loss["type"] == "LovaszLoss":
         return dict(loss="lovasz", baseline=None, num_samples=None)
-    return dict(loss=loss["estimator"], baseline=loss.get("baseline"),
-                num_samples=loss.get("num_samples") if loss["estimator"] == "reinforce"
+    return dict(loss=loss["loss"], baseline=loss.get("baseline"),
+                num_samples=loss.get("num_samples") if loss["loss"] == "reinforce"
                 else None)
 
 

@@ -58,7 +58,7 @@ IGNORE = 255
 
 
 def _le(k: int) -> dict:
-    return dict(estimator="local_expectation", num_samples=k)
+    return dict(loss="local_expectation", num_samples=k)
 
 
 # name -> RewardLoss arguments; every one at the head's resolution, normalize='image'
@@ -66,10 +66,10 @@ ESTIMATORS: Dict[str, dict] = {
     "local expectation k=1": _le(1),
     "local expectation k=2": _le(2),
     "local expectation k=4": _le(4),
-    "reinforce rloo k=4": dict(estimator="reinforce", baseline="rloo", num_samples=4),
-    "reinforce self-critical k=1": dict(estimator="reinforce", baseline="greedy",
+    "reinforce rloo k=4": dict(loss="reinforce", baseline="rloo", num_samples=4),
+    "reinforce self-critical k=1": dict(loss="reinforce", baseline="greedy",
                                         num_samples=1),
-    "reinforce second sample k=1": dict(estimator="reinforce", baseline="second_sample",
+    "reinforce second sample k=1": dict(loss="reinforce", baseline="second_sample",
                                         num_samples=1),
 }
 # REINFORCE estimator -> the local expectation with as many sampled maps

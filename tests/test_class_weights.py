@@ -64,7 +64,7 @@ def test_cli_shows_a_progress_bar_and_loss_reads_the_file(tmp_path):
     assert "counting labels" in proc.stderr and "2/2" in proc.stderr
     from rewardseg.models.losses import RewardLoss
 
-    loss = RewardLoss(estimator="weighted_ce", class_weight=str(out))
+    loss = RewardLoss(loss="weighted_ce", class_weight=str(out))
     assert loss.class_weight.tolist() == pytest.approx(json.loads(out.read_text())["weights"])
 
 

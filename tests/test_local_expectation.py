@@ -101,7 +101,7 @@ def test_the_estimators_mean_is_the_exact_gradient(logits_size, label_size, samp
     label[1, 0] = 2  # class 2 in image 1 ...
     label[2][label[2] == 2] = 0  # ... and absent from image 2's ground truth
     label[0, :, 0] = IGNORE
-    module = RewardLoss(estimator="local_expectation", num_samples=1, sample_at=sample_at)
+    module = RewardLoss(loss="local_expectation", num_samples=1, sample_at=sample_at)
     mean, exact = enumerate_gradients(module, logits.float(), label)
     assert exact.abs().max() > 1e-3
     torch.testing.assert_close(mean, exact.float(), rtol=1e-4, atol=1e-6)
@@ -113,10 +113,10 @@ def test_reinforce_is_checked_by_the_same_enumeration():
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 2, 2) * 1.5
     label = label_map((2, 3, 4), 3, seed=5)
-    module = RewardLoss(estimator="reinforce", baseline="none", num_samples=1)
+    module = RewardLoss(loss="reinforce", baseline="none", num_samples=1)
     mean, exact = enumerate_gradients(module, logits, label)
     torch.testing.assert_close(mean, exact.float(), rtol=1e-4, atol=1e-6)
-    module = RewardLoss(estimator="local_expectation", num_samples=1, normalize="pixel")
+    module = RewardLoss(loss="local_expectation", num_samples=1, normalize="pixel")
     mean, exact = enumerate_gradients(module, logits, label)
     assert not torch.allclose(mean, exact.float(), rtol=1e-4, atol=1e-6)
 
@@ -125,10 +125,10 @@ def test_several_samples_average_and_stats_are_logged():
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 8, 8, requires_grad=True)
     label = label_map((2, 32, 32), 4, seed=3)
-    out = RewardLoss(estimator="local_expectation", num_samples=3)(logits, label)
+    out = RewardLoss(loss="local_expectation", num_samples=3)(logits, label)
     out.loss.backward()
     assert torch.isfinite(out.loss) and logits.grad.abs().sum() > 0
     assert set(out.stats) >= {"reward", "miou_train", "adv_mean", "adv_std", "adv_sq"}
     with pytest.raises(ValueError, match="estimator 'local_expectation' takes baseline none, "
                                          "not 'rloo'"):
-        RewardLoss(estimator="local_expectation", baseline="rloo")
+        RewardLoss(loss="local_expectation", baseline="rloo")

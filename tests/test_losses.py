@@ -207,7 +207,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_reinforce_mean_is_the_exact_gradient(name, normalize):
     kwargs, logits, labels, joint = CASES[name]
-    loss = RewardLoss(estimator="reinforce", normalize=normalize, **kwargs)
+    loss = RewardLoss(loss="reinforce", normalize=normalize, **kwargs)
     loss.train()
     mean, _ = exact_mean(loss, logits, labels, joint,
                          ema_state=0.4 if kwargs["baseline"] == "ema" else None)
@@ -224,14 +224,14 @@ def test_the_minimal_ignore_edge_case_gets_its_gradient():
     target = torch.from_numpy(ref_gradient(logits[0].double().numpy(), labels[0].numpy()))
     torch.testing.assert_close(target[:, 0, 0], torch.tensor([7, -3.5, -3.5],
                                                              dtype=torch.double) / 81)
-    loss = RewardLoss(estimator="reinforce", baseline="none", num_samples=1)
+    loss = RewardLoss(loss="reinforce", baseline="none", num_samples=1)
     mean, _ = exact_mean(loss, logits, labels, joint=False)
     assert_exact(mean, target[None])
 
 
 def test_class_weighted_reinforce_is_unbiased_for_the_weighted_reward():
     weights = [2.0, 0.5, 1.0]
-    loss = RewardLoss(estimator="reinforce", baseline="rloo", num_samples=2,
+    loss = RewardLoss(loss="reinforce", baseline="rloo", num_samples=2,
                       class_weight=weights)
     mean, _ = exact_mean(loss, LOGITS2, LABELS_NONINT, joint=False)
     target = exact_target(LOGITS2, LABELS_NONINT, loss, weights=np.array(weights))
@@ -246,14 +246,14 @@ def test_the_check_catches_batch_level_bugs(mutation, monkeypatch):
     """Two plausible bugs that a batch of identical copies cannot reveal."""
     if mutation == "batch_loo_sees_own_reward":
         kwargs, logits, labels, _ = CASES["batchloo-logits-x2"]
-        loss = RewardLoss(estimator="reinforce", **kwargs)
+        loss = RewardLoss(loss="reinforce", **kwargs)
 
         def biased(reward, reward_b):
             return loss.alpha * reward.mean(dim=0, keepdim=True).expand_as(reward)
         ema = None
     else:
         kwargs, logits, labels, _ = CASES["ema-logits-x2"]
-        loss = RewardLoss(estimator="reinforce", **kwargs)
+        loss = RewardLoss(loss="reinforce", **kwargs)
 
         def biased(reward, reward_b):
             m = loss.ema_momentum
@@ -268,8 +268,8 @@ def test_the_check_catches_batch_level_bugs(mutation, monkeypatch):
 
 def test_pixel_normalisation_divides_by_the_valid_count():
     """The two modes differ exactly by n_valid per image (at the sampling resolution)."""
-    a = RewardLoss(estimator="reinforce", baseline="rloo", num_samples=2)
-    b = RewardLoss(estimator="reinforce", baseline="rloo", num_samples=2, normalize="pixel")
+    a = RewardLoss(loss="reinforce", baseline="rloo", num_samples=2)
+    b = RewardLoss(loss="reinforce", baseline="rloo", num_samples=2, normalize="pixel")
     labels = torch.tensor([[[IGNORE] * 8 + [1] * 8], [[0] * 16]])
     logits = torch.randn(2, C, 1, 4, generator=torch.Generator().manual_seed(0))
     grads = []
@@ -287,7 +287,7 @@ def test_pixel_normalisation_divides_by_the_valid_count():
 # ----------------------------------------------------------------- sampler, variance
 def test_sampler_follows_the_softmax():
     logits = torch.tensor([[[[2.0, -1.0]], [[0.0, 0.5]], [[-1.0, 0.4]]]])
-    loss = RewardLoss(estimator="reinforce", baseline="none", num_samples=1)
+    loss = RewardLoss(loss="reinforce", baseline="none", num_samples=1)
     torch.manual_seed(0)
     n = 20000
     samples = loss._sample(F.log_softmax(logits, 1), n)[0, :, 0]  # (n, 2)
@@ -328,7 +328,7 @@ VARIANCE_CASES = [
 def test_baselines_reduce_variance():
     var = {}
     for case in VARIANCE_CASES:
-        loss = RewardLoss(estimator="reinforce", sample_at="label", **case)
+        loss = RewardLoss(loss="reinforce", sample_at="label", **case)
         loss.train()
         samples = mc_estimates(loss, BASE_LOGITS, GT)
         var[(case["baseline"], case["num_samples"])] = samples.var(0).sum().item()
@@ -357,7 +357,7 @@ def test_greedy_baseline_reduces_variance_on_a_larger_image():
     logits = torch.randn(C, 64, generator=g) * 0.5 + 2.0 * F.one_hot(gt.clamp(max=C - 1), C).T
     var = {}
     for baseline in ("none", "greedy", "second_sample"):
-        loss = RewardLoss(estimator="reinforce", sample_at="label", baseline=baseline,
+        loss = RewardLoss(loss="reinforce", sample_at="label", baseline=baseline,
                           num_samples=1)
         samples = mc_estimates(loss, logits, gt, copies=2000, batches=3)
         var[baseline] = samples.var(0).sum().item()
@@ -374,8 +374,8 @@ def test_ce_weight_term_with_ignored_pixels_and_different_valid_counts():
     logits = torch.randn(2, C, 4, 4, requires_grad=True)
     label = torch.randint(0, C, (2, 4, 4))
     label[0, :3] = IGNORE  # image 0: 4 valid pixels; image 1: 16
-    plain = RewardLoss(estimator="reinforce", baseline="rloo", num_samples=2)
-    mixed = RewardLoss(estimator="reinforce", baseline="rloo", num_samples=2, ce_weight=0.5)
+    plain = RewardLoss(loss="reinforce", baseline="rloo", num_samples=2)
+    mixed = RewardLoss(loss="reinforce", baseline="rloo", num_samples=2, ce_weight=0.5)
     torch.manual_seed(1)
     a = plain(logits, label).loss
     torch.manual_seed(1)
@@ -399,7 +399,7 @@ def test_weighted_ce_hand_computed():
                            [[[1.0, 1.0]], [[0.0, 0.0]]]],    # image 1: argmax (0, 0)
                           requires_grad=True)
     label = torch.tensor([[[0, 1]], [[0, 1]]])
-    loss = RewardLoss(estimator="weighted_ce", baseline="batch_loo", alpha=0.1)
+    loss = RewardLoss(loss="weighted_ce", baseline="batch_loo", alpha=0.1)
     value, stats = loss(logits, label)
     # image 0 is perfect: mIoU 1, r0 = 0. image 1: class 0 IoU 1/2, class 1 IoU 0 -> 0.25
     r0, r1 = 0.0, 1.0 - 0.25
@@ -419,11 +419,11 @@ def test_weighted_ce_hand_computed():
 def test_weighted_ce_empty_image_and_class_weights():
     logits = torch.zeros(2, 2, 1, 2, requires_grad=True)
     label = torch.tensor([[[IGNORE, IGNORE]], [[0, 0]]])
-    loss = RewardLoss(estimator="weighted_ce", alpha=0.0, empty_reward=0.5)
+    loss = RewardLoss(loss="weighted_ce", alpha=0.0, empty_reward=0.5)
     _, stats = loss(logits, label)
     # image 0 has no valid pixel: cost 0.5; image 1: argmax 0 everywhere -> perfect, 0
     assert stats["reward"].item() == pytest.approx(0.25)
-    weighted = RewardLoss(estimator="weighted_ce", alpha=0.0, class_weight=[2.0, 1.0])
+    weighted = RewardLoss(loss="weighted_ce", alpha=0.0, class_weight=[2.0, 1.0])
     lbl = torch.tensor([[[0, 1]], [[0, 1]]])
     logits2 = torch.tensor([[[[0.0, 0.0]], [[1.0, 1.0]]]] * 2)
     value, stats = weighted(logits2, lbl)
@@ -436,16 +436,16 @@ def test_weighted_ce_empty_image_and_class_weights():
 
 @pytest.mark.parametrize("estimator", ["weighted_ce", "reinforce"])
 def test_batch_loo_needs_two_images(estimator):
-    loss = RewardLoss(estimator=estimator, baseline="batch_loo", num_samples=1)
+    loss = RewardLoss(loss=estimator, baseline="batch_loo", num_samples=1)
     with pytest.raises(ValueError, match="at least 2 images in the global batch"):
         loss(torch.zeros(1, C, 1, 2), torch.zeros(1, 1, 2, dtype=torch.long))
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(estimator="ppo"), "unknown estimator 'ppo'; valid: weighted_ce, reinforce"),
-    (dict(estimator="reinforce", baseline="mean"),
-     "estimator 'reinforce' takes baseline none / second_sample / rloo"),
-    (dict(estimator="weighted_ce", baseline="rloo"), "takes baseline batch_loo / none, not"),
+    (dict(loss="ppo"), "unknown loss 'ppo'; valid: weighted_ce, reinforce"),
+    (dict(loss="reinforce", baseline="mean"),
+     "loss 'reinforce' takes baseline none / second_sample / rloo"),
+    (dict(loss="weighted_ce", baseline="rloo"), "takes baseline batch_loo / none, not"),
     (dict(sample_at="pixels"), "unknown sample_at 'pixels'; valid: logits, label"),
     (dict(normalize="mean"), "unknown normalize 'mean'; valid: image, pixel"),
     (dict(baseline="rloo", num_samples=1), "rloo' needs num_samples >= 2"),
@@ -457,7 +457,7 @@ def test_bad_names_list_the_valid_ones(kwargs, message):
 
 
 def test_class_weight_length_must_match():
-    loss = RewardLoss(estimator="reinforce", class_weight=[1.0, 2.0])
+    loss = RewardLoss(loss="reinforce", class_weight=[1.0, 2.0])
     with pytest.raises(ValueError, match="class_weight has 2 values but the head predicts 3"):
         loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
 
@@ -550,13 +550,13 @@ def test_ce_loss_config_with_class_weights_survives_ignored_pixels(tmp_path):
 
 # ----------------------------------------------------------------- reward_argmax and entropy
 POLICY_CASES = [
-    dict(estimator="reinforce", baseline="rloo", num_samples=2),
-    dict(estimator="reinforce", baseline="greedy", num_samples=1, sample_at="label"),
-    dict(estimator="reinforce", baseline="batch_loo", num_samples=2, class_weight=[1.0, 2.0, 0.5]),
-    dict(estimator="local_expectation", num_samples=1),
-    dict(estimator="local_expectation", num_samples=2, sample_at="label", ce_weight=0.3),
-    dict(estimator="weighted_ce", baseline="batch_loo"),
-    dict(estimator="weighted_ce", baseline="none", class_weight=[1.0, 2.0, 0.5]),
+    dict(loss="reinforce", baseline="rloo", num_samples=2),
+    dict(loss="reinforce", baseline="greedy", num_samples=1, sample_at="label"),
+    dict(loss="reinforce", baseline="batch_loo", num_samples=2, class_weight=[1.0, 2.0, 0.5]),
+    dict(loss="local_expectation", num_samples=1),
+    dict(loss="local_expectation", num_samples=2, sample_at="label", ce_weight=0.3),
+    dict(loss="weighted_ce", baseline="batch_loo"),
+    dict(loss="weighted_ce", baseline="none", class_weight=[1.0, 2.0, 0.5]),
 ]
 
 
@@ -589,7 +589,7 @@ def test_the_new_statistics_change_neither_loss_nor_gradient(kwargs, monkeypatch
 @pytest.mark.parametrize("estimator", ["reinforce", "local_expectation", "weighted_ce"])
 @pytest.mark.parametrize("sample_at", ["logits", "label"])
 def test_entropy_of_uniform_logits_is_log_c(estimator, sample_at):
-    loss = RewardLoss(estimator=estimator, sample_at=sample_at, num_samples=2,
+    loss = RewardLoss(loss=estimator, sample_at=sample_at, num_samples=2,
                       baseline="none")
     label = torch.randint(0, C, (2, 6, 8))
     label[0, :2] = IGNORE
@@ -604,7 +604,7 @@ def test_entropy_is_the_mean_over_valid_pixels_at_the_sampling_resolution():
     logits = torch.tensor([[[[0.0, 120.0]], [[0.0, 0.0]], [[0.0, 0.0]]]])  # (1, 3, 1, 2)
     label = torch.tensor([[[IGNORE, IGNORE, 0, 0]]])
     for estimator in ("reinforce", "local_expectation", "weighted_ce"):
-        _, stats = RewardLoss(estimator=estimator, baseline="none", num_samples=1)(
+        _, stats = RewardLoss(loss=estimator, baseline="none", num_samples=1)(
             logits, label)
         assert stats["entropy"].item() == pytest.approx(0.0, abs=1e-12)
     # at the labels' resolution the upsampled logits' valid pixels are counted instead
@@ -614,7 +614,7 @@ def test_entropy_is_the_mean_over_valid_pixels_at_the_sampling_resolution():
     assert ent[0] > ent[2] > ent[3] > 0.1
     ent = ent[2:].mean().item()
     for estimator in ("reinforce", "local_expectation", "weighted_ce"):
-        _, stats = RewardLoss(estimator=estimator, baseline="none", num_samples=1,
+        _, stats = RewardLoss(loss=estimator, baseline="none", num_samples=1,
                               sample_at="label")(logits, label)
         assert stats["entropy"].item() == pytest.approx(ent, rel=1e-6)
 
@@ -633,7 +633,7 @@ def test_reward_argmax_is_the_argmax_maps_mean_reward():
     weights = [1.0, 3.0, 1.0]
     for estimator in ("reinforce", "local_expectation"):
         for class_weight in (None, weights):
-            loss = RewardLoss(estimator=estimator, baseline="none", num_samples=1,
+            loss = RewardLoss(loss=estimator, baseline="none", num_samples=1,
                               empty_reward=0.25, class_weight=class_weight)
             _, stats = loss(logits, label)
             assert stats["reward_argmax"].item() == pytest.approx((1.0 + 0.25) / 2)
@@ -649,10 +649,10 @@ def test_reward_argmax_is_the_argmax_maps_mean_reward():
         direct = np.mean([ref_miou(pred[i, 0].numpy(), label[i, 0].numpy(), w)
                           for i in range(2)])
         assert direct == pytest.approx(expected)
-        _, stats = RewardLoss(estimator="reinforce", baseline="none", num_samples=1,
+        _, stats = RewardLoss(loss="reinforce", baseline="none", num_samples=1,
                               class_weight=class_weight)(logits, label)
         assert stats["reward_argmax"].item() == pytest.approx(expected, rel=1e-6)
     # weighted_ce: the argmax map's (unweighted) mIoU, 1 - its cost
-    _, stats = RewardLoss(estimator="weighted_ce", baseline="none")(logits, label)
+    _, stats = RewardLoss(loss="weighted_ce", baseline="none")(logits, label)
     assert stats["reward_argmax"].item() == pytest.approx((0.5 + 1.0) / 2, rel=1e-6)
     assert stats["reward_argmax"].item() == pytest.approx(1 - stats["reward"].item())

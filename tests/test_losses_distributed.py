@@ -18,12 +18,12 @@ from rewardseg.models.losses import RewardLoss
 # ----------------------------------------------------------------- helpers
 B, C, H, W = 4, 3, 6, 8  # global batch of 4 images, 3 classes
 LOSSES = {
-    "reinforce_batch_loo_k1": dict(estimator="reinforce", baseline="batch_loo", alpha=1.0,
+    "reinforce_batch_loo_k1": dict(loss="reinforce", baseline="batch_loo", alpha=1.0,
                                    num_samples=1),
-    "reinforce_batch_loo_k2": dict(estimator="reinforce", baseline="batch_loo", alpha=0.5,
+    "reinforce_batch_loo_k2": dict(loss="reinforce", baseline="batch_loo", alpha=0.5,
                                    num_samples=2),
-    "reinforce_ema": dict(estimator="reinforce", baseline="ema", num_samples=2),
-    "weighted_ce_batch_loo": dict(estimator="weighted_ce", baseline="batch_loo", alpha=1.0),
+    "reinforce_ema": dict(loss="reinforce", baseline="ema", num_samples=2),
+    "weighted_ce_batch_loo": dict(loss="weighted_ce", baseline="batch_loo", alpha=1.0),
 }
 
 

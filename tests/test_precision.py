@@ -17,9 +17,9 @@ from test_runner import ESTIMATOR_CFGS, final_state, run
 
 LOSSES = dict(ESTIMATOR_CFGS,
               ce=None,
-              reinforce_second_sample=[dict(type="RewardLoss", estimator="reinforce",
+              reinforce_second_sample=[dict(type="RewardLoss", loss="reinforce",
                                             baseline="second_sample", num_samples=1)],
-              reinforce_greedy=[dict(type="RewardLoss", estimator="reinforce",
+              reinforce_greedy=[dict(type="RewardLoss", loss="reinforce",
                                      baseline="greedy", num_samples=1)],
               lovasz=[dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
                            reduction="none", loss_weight=1.0)])

@@ -11,12 +11,12 @@ from conftest import tiny_config
 from rewardseg.train import prepare_config
 
 ESTIMATOR_CFGS = {
-    "weighted_ce": [dict(type="RewardLoss", estimator="weighted_ce", alpha=0.1)],
-    "reinforce_rloo": [dict(type="RewardLoss", estimator="reinforce", baseline="rloo",
+    "weighted_ce": [dict(type="RewardLoss", loss="weighted_ce", alpha=0.1)],
+    "reinforce_rloo": [dict(type="RewardLoss", loss="reinforce", baseline="rloo",
                             num_samples=2)],
-    "reinforce_ema_label": [dict(type="RewardLoss", estimator="reinforce", baseline="ema",
+    "reinforce_ema_label": [dict(type="RewardLoss", loss="reinforce", baseline="ema",
                                  num_samples=1, sample_at="label", ce_weight=0.1)],
-    "local_expectation": [dict(type="RewardLoss", estimator="local_expectation",
+    "local_expectation": [dict(type="RewardLoss", loss="local_expectation",
                                num_samples=1)],
 }
 
@@ -95,7 +95,7 @@ def test_load_from_starts_a_fresh_schedule(tiny_dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_with_the_iteration(tiny_dataset, tmp_path):
-    loss = [dict(type="RewardLoss", estimator="weighted_ce", loss_weight=float("nan"))]
+    loss = [dict(type="RewardLoss", loss="weighted_ce", loss_weight=float("nan"))]
     cfg = tiny_config(tiny_dataset, loss_decode=loss, max_iters=3, ckpt_interval=1)
     with pytest.raises(FloatingPointError, match="non-finite training loss nan at iteration 1"):
         run(cfg, tmp_path)
@@ -105,9 +105,9 @@ def test_non_finite_loss_stops_with_the_iteration(tiny_dataset, tmp_path):
 def test_unknown_estimator_fails_at_build(tiny_dataset, tmp_path):
     from mmengine.runner import Runner
 
-    loss = [dict(type="RewardLoss", estimator="reinfroce")]
+    loss = [dict(type="RewardLoss", loss="reinfroce")]
     cfg = prepare_config(tiny_config(tiny_dataset, loss_decode=loss), str(tmp_path))
-    with pytest.raises(ValueError, match="unknown estimator 'reinfroce'; valid: weighted_ce, reinforce"):
+    with pytest.raises(ValueError, match="unknown loss 'reinfroce'; valid: weighted_ce, reinforce"):
         Runner.from_cfg(cfg)
 
 

@@ -202,13 +202,14 @@ def test_a_resolved_study_is_read_only_and_travels_as_json(study):
 
 def test_the_study_and_reward_loss_refuse_a_baseline_with_the_same_check(study):
     """One cross-field check (vocabulary.estimator_error) for the study and for a direct
-    mmseg user of RewardLoss; each names the key as it spells it."""
+    mmseg user of RewardLoss; both name the estimator ``loss``, as every layer between
+    them does."""
     import rewardseg.models  # noqa: F401
     from rewardseg.models.losses import RewardLoss
     from rewardseg.vocabulary import estimator_error
 
     assert estimator_error("reinforce", "rloo", 4) is None
-    wrong = estimator_error("local_expectation", "rloo", key="loss")
+    wrong = estimator_error("local_expectation", "rloo")
     assert wrong.startswith("loss 'local_expectation' takes baseline ")
     assert wrong.endswith("not 'rloo'")
     study["variants"]["probe"] = dict(loss="local_expectation", baseline="rloo")
@@ -216,5 +217,5 @@ def test_the_study_and_reward_loss_refuse_a_baseline_with_the_same_check(study):
         check_study(study)
     assert wrong in str(found.value)
     with pytest.raises(ValueError) as found:
-        RewardLoss(estimator="local_expectation", baseline="rloo")
-    assert estimator_error("local_expectation", "rloo", key="estimator") in str(found.value)
+        RewardLoss(loss="local_expectation", baseline="rloo")
+    assert f"RewardLoss: {wrong}" == str(found.value)

@@ -71,8 +71,9 @@ class Variant:
     experiments: Tuple[str, ...]
 
     @property
-    def estimator(self) -> str:
-        """The study's ``loss`` key: a plain loss or ``RewardLoss``'s ``estimator``."""
+    def loss(self) -> str:
+        """The variant's ``loss``: a plain loss (``ce``, ``lovasz``) or a reward estimator,
+        ``RewardLoss``'s ``loss`` (``vocabulary.ESTIMATORS``)."""
         return self.fields["loss"]
 
 

@@ -35,15 +35,15 @@ MIN_GLOBAL_BATCH = {"batch_loo": 2}
 SAMPLE_AT = ("logits", "label")
 
 
-def estimator_error(estimator: str, baseline: str, num_samples=None, global_batch=None,
-                    key: str = "loss"):
-    """None, or what is wrong with an estimator's settings, as one line: the cross-field
-    check that a study's variant (``rewardseg.study``) and ``RewardLoss`` both run. ``key``
-    names the estimator as its caller spells it: ``loss`` in a study, ``estimator`` in
-    ``RewardLoss``; ``num_samples`` (a sampling estimator's) and ``global_batch`` (images
-    per optimizer step, all GPUs) are checked when given."""
+def estimator_error(loss: str, baseline: str, num_samples=None, global_batch=None):
+    """None, or what is wrong with a reward estimator's settings, as one line: the
+    cross-field check that a study's variant (``rewardseg.study``) and ``RewardLoss`` both
+    run. ``loss`` is the estimator (one of :data:`ESTIMATORS`), named ``loss`` in a study
+    and in ``RewardLoss`` alike; ``num_samples`` (a sampling estimator's) and
+    ``global_batch`` (images per optimizer step, all GPUs) are checked when given."""
+    estimator = loss
     if baseline not in BASELINES[estimator]:
-        return (f"{key} {estimator!r} takes baseline {' / '.join(BASELINES[estimator])}, "
+        return (f"loss {estimator!r} takes baseline {' / '.join(BASELINES[estimator])}, "
                 f"not {baseline!r}")
     if (num_samples is not None and estimator in SAMPLING
             and int(num_samples) < MIN_SAMPLES.get(baseline, 1)):

@@ -11,7 +11,7 @@ model = dict(
     decode_head=dict(
         type='RewardASPPHead',
         loss_decode=[
-            dict(type='RewardLoss', estimator='reinforce', baseline='rloo',
+            dict(type='RewardLoss', loss='reinforce', baseline='rloo',
                  num_samples=2, sample_at='logits', normalize='image',
                  loss_weight=1.0),
         ]))

@@ -157,7 +157,8 @@ class RewardLoss(nn.Module):
     """Reward-optimisation loss for a segmentation decode head.
 
     Args:
-        estimator: ``'weighted_ce'`` (the original internship code: per-image CE on the
+        loss: the reward estimator (a study's ``loss``, by the same name):
+            ``'weighted_ce'`` (the original internship code: per-image CE on the
             ground truth, weighted by ``r_i - alpha * mean_{j!=i} r_j`` with
             ``r = 1 - mIoU(argmax, gt)``; nothing is sampled) or ``'reinforce'``
             (score-function gradient: ``-(R - b) * log p(y'|x)`` with ``y'`` sampled
@@ -218,7 +219,7 @@ class RewardLoss(nn.Module):
     """
 
     def __init__(self,
-                 estimator: str = "reinforce",
+                 loss: str = "reinforce",
                  baseline: Optional[str] = None,
                  alpha: float = 0.1,
                  num_samples: int = 2,
@@ -231,13 +232,13 @@ class RewardLoss(nn.Module):
                  loss_weight: float = 1.0,
                  loss_name: str = "loss_reward"):
         super().__init__()
-        if estimator not in ESTIMATORS:
-            raise _choice_error("estimator", estimator, ESTIMATORS)
+        if loss not in ESTIMATORS:
+            raise _choice_error("loss", loss, ESTIMATORS)
         if baseline is None:
-            baseline = DEFAULT_BASELINE[estimator]
+            baseline = DEFAULT_BASELINE[loss]
         if int(num_samples) < 1:
             raise ValueError(f"RewardLoss: num_samples must be >= 1, got {num_samples}")
-        error = estimator_error(estimator, baseline, num_samples, key="estimator")
+        error = estimator_error(loss, baseline, num_samples)
         if error:  # the check a study's variant runs too (rewardseg.study)
             raise ValueError(f"RewardLoss: {error}")
         if sample_at not in SAMPLE_AT:
@@ -248,7 +249,7 @@ class RewardLoss(nn.Module):
             raise ValueError(f"RewardLoss: ema_momentum must be in [0, 1), got {ema_momentum}")
         if "loss" not in loss_name:
             raise ValueError(f"RewardLoss: loss_name must contain 'loss', got {loss_name!r}")
-        self.estimator = estimator
+        self.loss = loss
         self.baseline = baseline
         self.alpha = float(alpha)
         self.num_samples = int(num_samples)
@@ -317,9 +318,9 @@ class RewardLoss(nn.Module):
         self._check_classes(seg_logits.shape[1])
         with torch.autocast(device_type=seg_logits.device.type, enabled=False):
             seg_logits = seg_logits.float()
-            if self.estimator == "weighted_ce":
+            if self.loss == "weighted_ce":
                 return self._weighted_ce(seg_logits, seg_label, ignore_index, align_corners)
-            if self.estimator == "local_expectation":
+            if self.loss == "local_expectation":
                 return self._local_expectation(seg_logits, seg_label, ignore_index,
                                                align_corners)
             return self._reinforce(seg_logits, seg_label, ignore_index, align_corners)
@@ -553,7 +554,7 @@ def decode_loss_config(spec: Dict) -> tuple:
     if loss == "lovasz":
         return "ASPPHead", [dict(type="LovaszLoss", loss_type="multi_class", per_image=True,
                                  reduction="mean", loss_weight=1.0)]
-    cfg = dict(type="RewardLoss", estimator=loss, baseline=spec["baseline"],
+    cfg = dict(type="RewardLoss", loss=loss, baseline=spec["baseline"],
                alpha=spec["alpha"], class_weight=spec.get("class_weight"))
     if loss in SAMPLING:
         cfg.update(num_samples=spec["num_samples"], sample_at=spec["sample_at"],
