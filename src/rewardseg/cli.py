@@ -221,9 +221,9 @@ def _cmd_embed_images(ns) -> int:
 
 def _cmd_plan(ns) -> int:
     from .plan import alternatives, format_plan, load_measured, plan
-    from .study import load_study
+    from .study import load_study, resolve
 
-    study = load_study(ns.configfile)
+    study = resolve(load_study(ns.configfile), source=ns.configfile)
     measured = load_measured(ns.measured) if ns.measured else None
     rows = plan(study, work_root=ns.work_root, measured=measured)
     alts = alternatives(study, measured) if measured else None

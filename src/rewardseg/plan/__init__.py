@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from .. import paths
 from ..runconfig import pretrain_spec, tune_spec
-from ..study import released_checkpoints
+from ..study import ResolvedStudy, resolve
 from ..vocabulary import FP32, PRECISIONS
 from .costs import DEFAULT_RESOURCES, TUNE, done, format_done, stage_resources
 from .speeds import (load_measured, match_measured, mean, measured_seconds_per_step,
@@ -52,18 +52,19 @@ def _sources(sources: List[str]) -> str:
 
 
 # ---------------------------------------------------------------- the plan
-def plan(study: dict, work_root: str = paths.WORK,
+def plan(study: Union[dict, ResolvedStudy], work_root: str = paths.WORK,
          measured: Optional[Dict[str, Any]] = None, runs: bool = True) -> List[dict]:
     """One row per stage: jobs, GPUs per job, layout, precision, steps, s/step, GPU-hours
     and where s/step comes from; the tune row also lists its variants (``by_variant``).
     ``runs=False``: as planned before any run (finished runs not used for s/step).
     After a study, the pretrain and tune rows also have ``done`` (:func:`done`)."""
+    study = resolve(study)
     rows = []
     base = stage_resources(study, paths.PRETRAIN)
     pspec = pretrain_spec(study)
     playout = layout(base["gpus"], pspec["batch_size"])
     pprecision = pspec.get("precision") or FP32
-    released = released_checkpoints(study)
+    released = study.released
     if released:  # download + evaluation only: bounded by the job's runtime
         rows.append(dict(stage=f"pretrain (eval {len(released)} released)", kind=paths.PRETRAIN,
                          jobs=1,
@@ -71,7 +72,7 @@ def plan(study: dict, work_root: str = paths.WORK,
                          steps=0, seconds_per_step=0.0, source="runtime limit",
                          gpu_hours=base["gpus"] * base["runtime"] / 60.0))
     else:
-        rate = (measured_seconds_per_step(work_root, study["study"], paths.PRETRAIN)
+        rate = (measured_seconds_per_step(work_root, study.name, paths.PRETRAIN)
                 if runs else None)
         sps, source = step_rate(pspec, base, measured, rate)
         steps = study["pretrain"]["iters"]
@@ -82,22 +83,22 @@ def plan(study: dict, work_root: str = paths.WORK,
                          gpu_hours=base["gpus"] * steps * sps / 3600.0))
 
     tune = stage_resources(study, TUNE)
-    rates = run_rates(work_root, study["study"], TUNE) if runs else {}  # one pass
+    rates = run_rates(work_root, study.name, TUNE) if runs else {}  # one pass
     all_runs = mean([r for values in rates.values() for r in values])
     by_variant = []
-    for v in study["variants"]:
-        spec = tune_spec(study, v, study["seeds"][0])
+    for v in study.variants:
+        spec = tune_spec(study, v, study.seeds[0])
         rate = mean(rates.get(v, [])) or all_runs
         sps, source = step_rate(spec, tune, measured, rate)
-        steps = len(study["seeds"]) * spec["iters"]  # the seed changes nothing else
-        by_variant.append(dict(variant=v, jobs=len(study["seeds"]), steps=steps,
+        steps = len(study.seeds) * spec["iters"]  # the seed changes nothing else
+        by_variant.append(dict(variant=v, jobs=len(study.seeds), steps=steps,
                                iters=spec["iters"], seconds_per_step=sps, source=source,
                                layout=layout(tune["gpus"], spec["batch_size"]),
                                precision=spec.get("precision") or FP32,
                                gpu_hours=tune["gpus"] * steps * sps / 3600.0))
     total_steps = sum(b["steps"] for b in by_variant)
     gpu_hours = sum(b["gpu_hours"] for b in by_variant)
-    jobs = len(study["variants"]) * len(study["seeds"])
+    jobs = len(study.variants) * len(study.seeds)
     rows.append(dict(stage=TUNE, kind=TUNE, jobs=jobs, gpus_per_job=tune["gpus"],
                      layout=_sources([b["layout"] for b in by_variant]),
                      precision=_sources([b["precision"] for b in by_variant]),
@@ -125,14 +126,15 @@ def _precision_order(p: str) -> int:
     return PRECISIONS.index(p) if p in PRECISIONS else len(PRECISIONS)
 
 
-def alternatives(study: dict, measured: Dict[str, Any]) -> List[dict]:
+def alternatives(study: Union[dict, ResolvedStudy], measured: Dict[str, Any]) -> List[dict]:
     """The tune stage's global batch on other layouts, from the measured file only: one
     GPU x the global batch (BN), the configured layout, 4 GPUs x global/4 when it
     divides; each in every precision the file has for this model. Rows whose variants
     are not all measured (own row or CE row) have ``gpu_hours`` None."""
+    study = resolve(study)
     tune = stage_resources(study, TUNE)
     gpus = int(tune["gpus"])
-    specs = {v: tune_spec(study, v, study["seeds"][0]) for v in study["variants"]}
+    specs = {v: tune_spec(study, v, study.seeds[0]) for v in study.variants}
     per_gpu = {s["batch_size"] for s in specs.values()}
     if len(per_gpu) != 1:  # variants with their own batch: no single global batch
         return []
@@ -163,7 +165,7 @@ def alternatives(study: dict, measured: Dict[str, Any]) -> List[dict]:
                        hours_per_job=None, ce_seconds_per_step=None, peak_memory_gib=None,
                        priced_as_ce=None, variants=len(specs))
             if all(hits.values()):
-                steps = {v: len(study["seeds"]) * specs[v]["iters"] for v in specs}
+                steps = {v: len(study.seeds) * specs[v]["iters"] for v in specs}
                 row["gpu_hours"] = sum(g * steps[v] * hits[v]["seconds_per_step"]
                                        for v in specs) / 3600.0
                 row["hours_per_job"] = max(specs[v]["iters"] * hits[v]["seconds_per_step"]
@@ -186,11 +188,12 @@ def alternatives(study: dict, measured: Dict[str, Any]) -> List[dict]:
     return out
 
 
-def format_plan(study: dict, rows: List[dict],
+def format_plan(study: Union[dict, ResolvedStudy], rows: List[dict],
                 alternative_rows: Optional[List[dict]] = None,
                 measured: Optional[Dict[str, Any]] = None) -> str:
-    lines = [f"study {study['study']}: {len(study['variants'])} variants x "
-             f"{len(study['seeds'])} seeds (layout: GPUs/job x images/GPU, norm layer)",
+    study = resolve(study)
+    lines = [f"study {study.name}: {len(study.variants)} variants x "
+             f"{len(study.seeds)} seeds (layout: GPUs/job x images/GPU, norm layer)",
              f"{'stage':<30}{'jobs':>6}{'GPUs/job':>10}{'steps':>10}{'s/step':>9}"
              f"{'GPU-h':>9}  {'layout':<12}{'precision':<11}s/step from"]
     for r in rows:

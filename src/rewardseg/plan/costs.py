@@ -13,10 +13,10 @@ from __future__ import annotations
 import glob
 import json
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from .. import paths, slurm
-from ..study import DEFAULT_RESOURCES, stage_resources  # noqa: F401 (the plan's API)
+from ..study import DEFAULT_RESOURCES, ResolvedStudy, resolve, stage_resources  # noqa: F401
 
 TUNE = "tune"  # the tuning stage (its rows, its rule)
 # the workflow's training rules (workflow/rules/train.smk) and the stage each trains
@@ -30,16 +30,17 @@ def _gpu_hours(record: dict, configured: int) -> float:
     return float(record.get("wall_time_s") or 0.0) * gpus / 3600.0
 
 
-def run_hours(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
+def run_hours(study: Union[dict, ResolvedStudy], work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
     """Per stage (``pretrain``, ``tune``): the finished runs of the study's variants and
     seeds, and their GPU-hours, each run's ``run.json`` ``wall_time_s`` x its GPUs
     (``world_size``: the processes, one per GPU; 0 for a stage configured with no GPU).
     A resumed run's wall time is its last attempt's only (``resumed``); a pretraining in
     parts adds each part's (``part_<n>.json``)."""
-    name = study["study"]
+    study = resolve(study)
+    name = study.name
     records = {paths.PRETRAIN: [paths.run_record(paths.pretrain_dir(name, work_root))],
                TUNE: [paths.run_record(paths.run_dir(name, v, s, work_root))
-                      for v in study["variants"] for s in study["seeds"]]}
+                      for v in study.variants for s in study.seeds]}
     out = {}
     for stage, files in records.items():
         configured = int(stage_resources(study, stage)["gpus"])
@@ -70,14 +71,15 @@ def efficiency_reports(work_root: str = paths.WORK) -> List[str]:
                                     os.path.join(paths.LOGS, "slurm"))
 
 
-def stage_of(comment: str, study: dict) -> Optional[str]:
+def stage_of(comment: str, study: Union[dict, ResolvedStudy]) -> Optional[str]:
     """The stage of a SLURM job of this study, from the job's comment (its rule, one of
     :data:`STAGE_RULES`, and wildcards: the study[, variant, seed]), or None."""
     job = slurm.plugin_job(comment, STAGE_RULES)
     if job is None:
         return None
     rule, wildcards = job
-    name = study["study"]
+    study = resolve(study)
+    name = study.name
     if rule == "pretrain":
         return paths.PRETRAIN if wildcards == name else None
     if not wildcards.startswith(f"{name}_"):
@@ -85,20 +87,22 @@ def stage_of(comment: str, study: dict) -> Optional[str]:
     if rule == "pretrain_part":
         return paths.PRETRAIN
     variant, _, seed = wildcards[len(name) + 1:].rpartition("_")
-    return TUNE if variant in study["variants"] and seed.isdigit() else None
+    return TUNE if variant in study.variants and seed.isdigit() else None
 
 
-def slurm_hours(study: dict, reports: List[str]) -> Dict[str, Dict[str, Any]]:
+def slurm_hours(study: Union[dict, ResolvedStudy], reports: List[str]) -> Dict[str, Dict[str, Any]]:
     """Per stage, from the efficiency reports (:func:`rewardseg.slurm.job_usage`): the
     jobs SLURM ran for it, their GPU-hours (elapsed x the stage's GPUs), CPU efficiency
     and largest memory use."""
+    study = resolve(study)
     gpus = {stage: int(stage_resources(study, stage)["gpus"]) for stage in (paths.PRETRAIN, TUNE)}
     return slurm.job_usage(reports, lambda comment: stage_of(comment, study), gpus)
 
 
-def done(study: dict, work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
+def done(study: Union[dict, ResolvedStudy], work_root: str = paths.WORK) -> Dict[str, Dict[str, Any]]:
     """Per stage: :func:`run_hours`, and ``slurm`` (:func:`slurm_hours`, None without an
     efficiency report that names the stage's jobs)."""
+    study = resolve(study)
     slurm_ = slurm_hours(study, efficiency_reports(work_root))
     return {stage: dict(hours, slurm=slurm_.get(stage))
             for stage, hours in run_hours(study, work_root).items()}

@@ -32,9 +32,9 @@ def _hours(value: float) -> str:
 
 
 def _planned(path: str, root: str, measured: Optional[Dict[str, Any]]):
-    from ..study import load_study
+    from ..study import load_study, resolve
 
-    study = load_study(os.path.join(root, path))
+    study = resolve(load_study(os.path.join(root, path)))
     # as planned before any run: a checkout's own work/ folder does not change it
     return study, plan(study, work_root=_NOWHERE, measured=measured, runs=False)
 
@@ -74,8 +74,8 @@ def readme_cell(path: str, root: str, measured: Dict[str, Any]) -> str:
     return text
 
 
-def _channels_last(study: dict) -> bool:
-    return bool(tune_spec(study, next(iter(study["variants"])), study["seeds"][0])
+def _channels_last(study) -> bool:
+    return bool(tune_spec(study, next(iter(study.variants)), study.seeds[0])
                 .get("channels_last"))
 
 
