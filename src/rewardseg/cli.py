@@ -133,9 +133,9 @@ def _cmd_figure(ns) -> int:
 
     matplotlib.use("Agg")  # files only, whatever display the machine has
     from .figures import draw
-    from .study import load_study
+    from .study import load_resolved
 
-    written = draw(ns.name, load_study(ns.study), ns.out, metrics=ns.metrics, stats=ns.stats,
+    written = draw(ns.name, load_resolved(ns.study), ns.out, metrics=ns.metrics, stats=ns.stats,
                    predictions=ns.predictions)
     print(f"wrote {', '.join(written)}")
     return 0
@@ -145,9 +145,9 @@ def _cmd_predictions(ns) -> int:
     import pandas as pd
 
     from .figures import qualitative_predictions, save_predictions
-    from .study import load_study
+    from .study import load_resolved
 
-    data = qualitative_predictions(load_study(ns.study), pd.read_csv(ns.metrics),
+    data = qualitative_predictions(load_resolved(ns.study), pd.read_csv(ns.metrics),
                                    work_root=ns.work_root, seed=ns.seed)
     save_predictions(data, ns.out)
     print(f"wrote {ns.out}: {', '.join(map(str, data['variants']))} on "
@@ -166,11 +166,11 @@ def _cmd_record(ns) -> int:
 def _cmd_reproduction(ns) -> int:
     from .fileio import write_json_atomic, write_text_atomic
     from .recorded import compare, render, runs_machine
-    from .study import load_study
+    from .study import load_resolved
 
-    study = load_study(ns.study)
+    study = load_resolved(ns.study)
     found = compare(ns.recorded, ns.metrics, ns.stats,
-                    here=runs_machine(ns.work_root, study["study"]))
+                    here=runs_machine(ns.work_root, study.name))
     text = render(found)
     if ns.json:
         write_json_atomic(ns.json, found)
@@ -183,12 +183,11 @@ def _cmd_tables(ns) -> int:
     import pandas as pd
 
     from .results import write_tables
-    from .study import load_study, resolve
+    from .study import load_resolved
 
-    study = load_study(ns.study)
-    resolved = resolve(study)
+    resolved = load_resolved(ns.study)
     written = write_tables(pd.read_csv(ns.metrics), ns.out_dir, resolved.labels,
-                           resolved.controls, study=study)
+                           resolved.controls, study=resolved)
     print(f"wrote {', '.join(written)}")
     return 0
 
@@ -204,9 +203,9 @@ def _cmd_findings(ns) -> int:
 
 def _cmd_slides(ns) -> int:
     from .slides import build_slides
-    from .study import load_study
+    from .study import load_resolved
 
-    out = build_slides(ns.template, load_study(ns.study), ns.metrics, ns.out,
+    out = build_slides(ns.template, load_resolved(ns.study), ns.metrics, ns.out,
                        paper_dir=ns.paper_dir, overview=ns.overview)
     print(f"wrote {out}")
     return 0

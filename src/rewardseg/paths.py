@@ -123,6 +123,12 @@ def study_result(study: str, name: str, root: str = RESULTS) -> str:
     return os.path.join(root, study, name)
 
 
+def resolved_study(study: str, root: str = RESULTS) -> str:
+    """The study as the workflow resolved it, the file its jobs read
+    (``rewardseg.study.ResolvedStudy.to_json``)."""
+    return study_result(study, "study.resolved.json", root)
+
+
 def figure(study: str, name: str, ext: str = "png", root: str = FIGURES) -> str:
     return os.path.join(root, study, f"{name}.{ext}")
 

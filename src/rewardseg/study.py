@@ -38,10 +38,27 @@ TUNING_DEFAULTS = dict(batch_size=4, min_lr=1e-6, optimizer="sgd", weight_decay=
 DEFAULT_RESOURCES = {"gpus": 1, "cpus": 4, "mem_mb": 16000, "runtime": 120,
                      "seconds_per_step": 1.0}
 STAGES = (paths.PRETRAIN, "tune")
+RESOLVED_FORMAT = 1  # ResolvedStudy.to_json's layout
 
 
 class StudyError(ValueError):
     """A study config that cannot run; the message names the key."""
+
+
+def load_resolved(path: str) -> "ResolvedStudy":
+    """What a job reads: the workflow's resolved study (``study.resolved.json``,
+    :meth:`ResolvedStudy.to_json`), or a study config (YAML or JSON), loaded and checked
+    here."""
+    if path.endswith(".json") and os.path.isfile(path):
+        with open(path) as fh:
+            text = fh.read()
+        try:
+            resolved_form = "format" in json.loads(text)
+        except (TypeError, ValueError):
+            resolved_form = False
+        if resolved_form:
+            return ResolvedStudy.from_json(text, source=path)
+    return resolve(load_study(path), source=path)
 
 
 def load_study(path: str) -> Dict[str, Any]:
@@ -129,16 +146,43 @@ class ResolvedStudy:
         return _thawed(self.study)
 
     def to_json(self) -> str:
-        """The JSON form (for a job): the config, and each variant as resolved."""
-        return json.dumps(dict(study=self.raw(), variants={
-            v.name: dict(fields=_thawed(v.fields), control=v.control, label=v.label,
-                         experiments=list(v.experiments)) for v in self.variants.values()}),
-            sort_keys=True)
+        """The JSON form (``results/<study>/study.resolved.json``, what the workflow's jobs
+        read): the config as given and everything resolved from it, in the study's
+        order; :meth:`from_json` takes it back without resolving anything again."""
+        return json.dumps(dict(
+            format=RESOLVED_FORMAT,
+            # the config as YAML (its own types: JSON would turn integer keys to strings)
+            study=yaml.safe_dump(self.raw(), sort_keys=False), tuning=_thawed(self.tuning),
+            variants=[dict(name=v.name, fields=_thawed(v.fields), control=v.control,
+                           label=v.label, experiments=list(v.experiments))
+                      for v in self.variants.values()],
+            experiments=[[e, list(members)] for e, members in self.experiments.items()],
+            resources=_thawed(self.resources),
+            released=[[step, _thawed(where)] for step, where in self.released.items()]),
+            indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "ResolvedStudy":
-        """The study of :meth:`to_json`, resolved (and checked) again."""
-        return resolve(json.loads(text)["study"], source="resolved study (JSON)")
+    def from_json(cls, text: str, source: str = "resolved study (JSON)") -> "ResolvedStudy":
+        """The study of :meth:`to_json`, as the workflow resolved it (a job reads what its
+        Snakefile resolved and checked: nothing is resolved or checked again here)."""
+        try:
+            data = json.loads(text)
+            if data.get("format") != RESOLVED_FORMAT:
+                raise ValueError(f"format {data.get('format')!r}, expected {RESOLVED_FORMAT}")
+            variants = {v["name"]: Variant(v["name"], _frozen(v["fields"]), v["control"],
+                                           v["label"], tuple(v["experiments"]))
+                        for v in data["variants"]}
+            return cls(study=_frozen(yaml.safe_load(data["study"])),
+                       variants=MappingProxyType(variants),
+                       tuning=_frozen(data["tuning"]),
+                       experiments=MappingProxyType({e: tuple(m)
+                                                     for e, m in data["experiments"]}),
+                       resources=_frozen(data["resources"]),
+                       released=MappingProxyType({int(step): _frozen(where)
+                                                  for step, where in data["released"]}))
+        except (AttributeError, KeyError, TypeError, ValueError, yaml.YAMLError) as err:
+            raise StudyError(f"{source}: not a resolved study as rewardseg writes it "
+                             f"(study.resolved.json): {err}") from None
 
 
 def _frozen(value: Any) -> Any:

@@ -247,7 +247,7 @@ FIGURE_NEEDS = {
 # the loop variable holds the last figure).
 def figure_inputs(spec):
     def inputs(wildcards):
-        out = {"study": paths.study_result(wildcards.study, "study.yaml")}
+        out = {"study": paths.resolved_study(wildcards.study)}
         for need in spec.needs:
             out.update(FIGURE_NEEDS[need][0](wildcards))
         return out
@@ -305,7 +305,8 @@ def table_outputs(study=STUDY):
 def all_outputs():
     """What `rule all` builds. HAVE_NODE comes from paper.smk (Node.js renders the deck);
     the Snakefile's `rule all` calls this after every rule file is included."""
-    outputs = [paths.study_result(STUDY, "metrics.csv")]
+    # study.yaml: the config as run, part of the record (rewardseg record)
+    outputs = [paths.study_result(STUDY, name) for name in ("study.yaml", "metrics.csv")]
     if not RECORDED_FROM:  # a rebuild from the record trains nothing
         outputs += run_results()
         if os.path.isfile(paths.recorded(STUDY, "metrics.csv")):

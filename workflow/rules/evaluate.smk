@@ -36,6 +36,23 @@ rule collect_pretrain:
         "rewardseg collect {params.work_dir} --out {output} > {log} 2>&1"
 
 
+# The study as this Snakefile resolved and checked it (common.smk's RESOLVED_STUDY): every
+# variant's complete fields, control, label, experiments. The jobs below read it (--study)
+# instead of resolving the config again; a changed config changes it (params).
+rule resolved_study:
+    localrule: True
+    output:
+        paths.resolved_study("{study}"),
+    params:
+        resolved=RESOLVED_STUDY.to_json(),
+    log:
+        paths.log("{study}", "resolved_study"),
+    run:
+        from rewardseg.fileio import write_text_atomic
+
+        write_text_atomic(output[0], params.resolved + "\n")
+
+
 # The study's results (rewardseg.recorded.RESULT_FILES): made here from the runs, or, with
 # `--config recorded=DIR`, restored from a record (then nothing is trained).
 if not RECORDED_FROM:
@@ -74,7 +91,7 @@ if not RECORDED_FROM:
     rule predictions:
         localrule: True
         input:
-            study=paths.study_result("{study}", "study.yaml"),
+            study=paths.resolved_study("{study}"),
             metrics=paths.study_result("{study}", "metrics.csv"),
             runs=first_seed_runs,
         output:
@@ -90,7 +107,7 @@ if not RECORDED_FROM:
     rule reproduction:
         localrule: True
         input:
-            study=paths.study_result("{study}", "study.yaml"),
+            study=paths.resolved_study("{study}"),
             metrics=paths.study_result("{study}", "metrics.csv"),
             stats=paths.study_result("{study}", "train_stats.csv"),
             recorded=paths.recorded("{study}", "metrics.csv"),

@@ -23,7 +23,7 @@ localrules:
 
 rule tables:
     input:
-        study=paths.study_result("{study}", "study.yaml"),
+        study=paths.resolved_study("{study}"),
         metrics=paths.study_result("{study}", "metrics.csv"),
     output:
         table_outputs("{study}"),
@@ -44,7 +44,7 @@ rule tables:
 # from the tables.
 rule notebook:
     input:
-        study=paths.study_result("{study}", "study.yaml"),
+        study=paths.resolved_study("{study}"),
         metrics=paths.study_result("{study}", "metrics.csv"),
         stats=paths.study_result("{study}", "train_stats.csv"),
         figures=notebook_figure_pngs,
@@ -91,7 +91,7 @@ rule overview:
 rule slides_markdown:
     input:
         template="paper/slides.md",
-        study=paths.study_result("{study}", "study.yaml"),
+        study=paths.resolved_study("{study}"),
         metrics=paths.study_result("{study}", "metrics.csv"),
         figures=lambda wc: figure_outputs(wc.study, exts=("png",)),
         tables=lambda wc: table_outputs(wc.study),
