@@ -338,7 +338,8 @@ def test_interrupted_run_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated interrupt")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "render_scene", flaky)
+    # generate_dataset (synthetic.writer) renders through the name in its own module
+    monkeypatch.setattr(synthetic.writer, "render_scene", flaky)
     out = tmp_path / "ds"
     with pytest.raises(KeyboardInterrupt):
         generate_dataset(out, 3, 2, height=32, width=64, progress=False)
@@ -355,7 +356,7 @@ def test_interrupted_overwrite_keeps_old_dataset(tmp_path, monkeypatch):
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(synthetic, "render_scene", boom)
+    monkeypatch.setattr(synthetic.writer, "render_scene", boom)
     with pytest.raises(RuntimeError):
         generate_dataset(out, 2, 2, height=32, width=64, progress=False, overwrite=True)
     assert (out / "meta.json").read_text() == before

@@ -110,6 +110,23 @@ def per_image_miou(pred: Tensor, gt: Tensor, num_classes: int, ignore_index: int
     return torch.where(total > 0, miou, empty).float()
 
 
+def _label_histogram(gt: Tensor, index: Tensor, c: int, hw: int, ignore_index: int,
+                     device: torch.device) -> Tensor:
+    """``m[b, k, j]`` ``(B, C, hw)``, float64: the valid label pixels of class ``k`` that
+    are copied from pred pixel ``j`` (``index``: the pred pixel of each label pixel)."""
+    bsz = gt.shape[0]
+    gt_flat = gt.reshape(bsz, -1).long()
+    valid = (gt_flat != ignore_index) & (gt_flat >= 0) & (gt_flat < c)
+    image = torch.arange(bsz, device=device)[:, None]
+    code = (image * c + gt_flat.clamp(0, c - 1)) * hw + index[None]
+    size = bsz * c * hw
+    code = torch.where(valid, code, torch.full_like(code, size)).reshape(-1)
+    m = torch.zeros(size + 1, dtype=torch.float64, device=device)
+    m.scatter_add_(0, code, torch.ones((1,), dtype=torch.float64,
+                                       device=device).expand_as(code))
+    return m[:size].view(bsz, c, hw)
+
+
 def local_reward_changes(pred: Tensor, gt: Tensor, num_classes: int,
                          ignore_index: int = 255, index: Optional[Tensor] = None,
                          class_weight: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
@@ -140,17 +157,7 @@ def local_reward_changes(pred: Tensor, gt: Tensor, num_classes: int,
                              "size and no index maps one onto the other")
         index = torch.arange(hw, device=pred.device)
 
-    # m[b, k, j]: valid label pixels of class k copied from pred pixel j
-    gt_flat = gt.reshape(bsz, -1).long()
-    valid = (gt_flat != ignore_index) & (gt_flat >= 0) & (gt_flat < c)
-    image = torch.arange(bsz, device=pred.device)[:, None]
-    code = (image * c + gt_flat.clamp(0, c - 1)) * hw + index[None]
-    size = bsz * c * hw
-    code = torch.where(valid, code, torch.full_like(code, size)).reshape(-1)
-    m = torch.zeros(size + 1, dtype=torch.float64, device=pred.device)
-    m.scatter_add_(0, code, torch.ones((1,), dtype=torch.float64,
-                                       device=pred.device).expand_as(code))
-    m = m[:size].view(bsz, c, hw)
+    m = _label_histogram(gt, index, c, hw, ignore_index, pred.device)
     moved = m.sum(dim=1)  # (B, hw): label pixels that change with pixel j
     # the image's confusion counts [b, gt class, predicted class] follow from m and y
     conf = torch.zeros((bsz, c, c), dtype=torch.float64, device=pred.device)
