@@ -830,8 +830,9 @@ def test_the_qualitative_predictions_are_where_the_two_models_differ_most(tmp_pa
 
     monkeypatch.setattr(mmseg.apis, "init_model", init_model)
     monkeypatch.setattr(mmseg.apis, "inference_model", predict)
-    monkeypatch.setattr(figures, "val_pairs", lambda cfg: pairs)
-    monkeypatch.setattr(figures, "_last_checkpoint", lambda run_dir: "x.pth")
+    # the module that reads them (rewardseg.figures.predictions), not the package's names
+    monkeypatch.setattr(figures.predictions, "val_pairs", lambda cfg: pairs)
+    monkeypatch.setattr(figures.predictions, "_last_checkpoint", lambda run_dir: "x.pth")
     data = figures.qualitative_predictions(study, metrics, work_root=str(tmp_path), seed=0,
                                            num_images=3)
     assert list(data["names"]) == ["i1.png", "i3.png", "i0.png"]
