@@ -238,17 +238,8 @@ def _cmd_env(ns) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__, paths
-    from .data import SOURCES
-
-    parser = argparse.ArgumentParser(
-        prog="rewardseg",
-        description="Reward-optimisation fine-tuning for semantic segmentation.")
-    parser.add_argument("--version", action="version", version=f"rewardseg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
+def _add_training_parsers(sub) -> None:
+    """``train`` and ``class-weights``: mmseg training and its class weights."""
     p = sub.add_parser("train", help="train / fine-tune with an mmseg config")
     p.add_argument("config", help="mmseg python config (configs/mmseg/...)")
     p.add_argument("--work-dir", required=True, help="checkpoints and logs go here")
@@ -276,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ignore-index", type=int, default=255)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_class_weights)
+
+
+def _add_dataset_parsers(sub) -> None:
+    """``prepare``, ``download`` and ``fetch-pretrained``: datasets and pretrained weights."""
+    from .data import SOURCES
 
     p = sub.add_parser("prepare", help="build a dataset (generate, or download / verify / "
                                        "convert) in mmseg's layout; ROOT/meta.json, written "
@@ -306,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--touch", default=None, help="file to write the fetched names to")
     p.set_defaults(func=_cmd_fetch_pretrained)
 
+
+def _add_stage_parser(sub) -> None:
+    """``stage``: one stage of a study from its run spec."""
     p = sub.add_parser("stage", help="run one stage (pretrain or tune) from a run spec; "
                                      "resumes from the work dir's last checkpoint")
     p.add_argument("--spec", required=True, help="run spec as JSON (rewardseg.runconfig)")
@@ -320,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "part_<ITER>.json instead of run.json: a pretraining in parts")
     p.set_defaults(func=_cmd_stage)
 
+
+def _add_results_parsers(sub) -> None:
+    """``collect``, ``aggregate`` and ``overview``: runs to results and metrics."""
     p = sub.add_parser("collect", help="finished run -> results JSON (per-step IoU)")
     p.add_argument("work_dir")
     p.add_argument("--out", required=True)
@@ -339,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Markdown table to write")
     p.set_defaults(func=_cmd_overview)
 
+
+def _add_figure_parsers(sub) -> None:
+    """``figure`` and ``predictions``: a study's figures and the qualitative panel's data."""
+    from . import paths
     from .figures import FIGURES
 
     p = sub.add_parser("figure", help="one figure of a study (PNG + a PDF beside it)")
@@ -362,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results/<study>/predictions.npz")
     p.set_defaults(func=_cmd_predictions)
 
+
+def _add_record_parsers(sub) -> None:
+    """``record`` and ``reproduction``: recorded results and the comparison with them."""
+    from . import paths
+
     p = sub.add_parser("record", help="copy a finished study's results into "
                        "paper/recorded/<study>/ (figures and deck rebuild from them: "
                        "make figures)")
@@ -383,6 +394,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="also the numbers as JSON")
     p.set_defaults(func=_cmd_reproduction)
 
+
+def _add_paper_parsers(sub) -> None:
+    """``tables``, ``findings``, ``slides`` and ``embed-images``: the paper, README and deck."""
     p = sub.add_parser("tables", help="final mIoU and per-class IoU tables (Markdown, "
                                       "LaTeX, CSV) of a study from metrics.csv")
     p.add_argument("--study", required=True, help="study config (YAML or JSON)")
@@ -412,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("html")
     p.set_defaults(func=_cmd_embed_images)
 
+
+def _add_plan_parsers(sub) -> None:
+    """``plan`` and ``env``: a study's cost before submitting, and the package versions."""
+    from . import paths
+
     p = sub.add_parser("plan", help="jobs, GPUs and GPU-hours of a study, before submitting")
     p.add_argument("--configfile", default="configs/studies/default.yaml")
     p.add_argument("--work-root", default=paths.WORK,
@@ -424,8 +443,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("env", help="print the versions of the packages that matter")
     p.set_defaults(func=_cmd_env)
-    return parser
 
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rewardseg",
+        description="Reward-optimisation fine-tuning for semantic segmentation.")
+    parser.add_argument("--version", action="version", version=f"rewardseg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_training_parsers(sub)
+    _add_dataset_parsers(sub)
+    _add_stage_parser(sub)
+    _add_results_parsers(sub)
+    _add_figure_parsers(sub)
+    _add_record_parsers(sub)
+    _add_paper_parsers(sub)
+    _add_plan_parsers(sub)
+    return parser
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .data.archive import DataError
