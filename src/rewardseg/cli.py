@@ -238,6 +238,10 @@ def _cmd_env(ns) -> int:
     return 0
 
 
+STUDY_HELP = ("the study: results/<study>/study.resolved.json as the workflow writes it, "
+              "or a study config (YAML or JSON)")
+
+
 def _add_training_parsers(sub) -> None:
     """``train`` and ``class-weights``: mmseg training and its class weights."""
     p = sub.add_parser("train", help="train / fine-tune with an mmseg config")
@@ -351,7 +355,7 @@ def _add_figure_parsers(sub) -> None:
     p.add_argument("name", metavar="NAME",
                    help="a figure registered in rewardseg.figures: " + ", ".join(
                        n.replace("{", "<").replace("}", ">") for n in FIGURES))
-    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--study", required=True, help=STUDY_HELP)
     p.add_argument("--metrics", default=None, help="results/<study>/metrics.csv")
     p.add_argument("--stats", default=None, help="results/<study>/train_stats.csv")
     p.add_argument("--predictions", default=None,
@@ -361,7 +365,7 @@ def _add_figure_parsers(sub) -> None:
 
     p = sub.add_parser("predictions", help="the qualitative panel's data: the control's and "
                        "the best reward-tuned variant's predictions where they differ most")
-    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--study", required=True, help=STUDY_HELP)
     p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
     p.add_argument("--work-root", default=paths.WORK, help="where the finished runs are")
     p.add_argument("--seed", type=int, default=0, help="whose runs to load")
@@ -385,7 +389,7 @@ def _add_record_parsers(sub) -> None:
     p = sub.add_parser("reproduction", help="compare a study's results with its recorded "
                        "run (identical, or how far apart)")
     p.add_argument("--recorded", required=True, help="paper/recorded/<study>")
-    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--study", required=True, help=STUDY_HELP)
     p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
     p.add_argument("--stats", required=True, help="results/<study>/train_stats.csv")
     p.add_argument("--work-root", default=paths.WORK,
@@ -399,7 +403,7 @@ def _add_paper_parsers(sub) -> None:
     """``tables``, ``findings``, ``slides`` and ``embed-images``: the paper, README and deck."""
     p = sub.add_parser("tables", help="final mIoU and per-class IoU tables (Markdown, "
                                       "LaTeX, CSV) of a study from metrics.csv")
-    p.add_argument("--study", required=True, help="study config (YAML or JSON)")
+    p.add_argument("--study", required=True, help=STUDY_HELP)
     p.add_argument("--metrics", required=True, help="results/<study>/metrics.csv")
     p.add_argument("--out-dir", required=True, help="paper/tables/<study>")
     p.set_defaults(func=_cmd_tables)

@@ -1,7 +1,7 @@
 # Figures: one rule per figure registered in rewardseg.figures (a family such as
 # exp_{experiment} gets one wildcard rule), each calling `rewardseg figure NAME` and
 # declaring its PNG (in the snakemake report, with the figure's own caption) and its PDF.
-# A new figure is a registered function in src/rewardseg/figures.py; nothing here changes.
+# A new figure is a registered function in src/rewardseg/figures/; nothing here changes.
 # Each rule is local (`localrule: True`: a `localrules:` list cannot name generated rules).
 # Its input functions (figure_inputs, figure_options, ...) are in common.smk.
 

@@ -60,7 +60,7 @@ def qualitative_variants(study: dict, metrics, control: str = "control"):
 
     resolved = resolve_study(study)
     table = variant_table(metrics, resolved.controls, resolved.experiments)
-    tuned = table[[resolved.variants[v].estimator in ESTIMATORS for v in table["variant"]]]
+    tuned = table[[resolved.variants[v].loss in ESTIMATORS for v in table["variant"]]]
     best = best_variant(tuned)
     if best is None and len(tuned):  # none is better: the highest Δ, and the panel says so
         best, better = str(tuned.sort_values("delta").iloc[-1]["variant"]), False

@@ -30,7 +30,7 @@ def reward_gap_data(study: dict, stats):
 
     from ..vocabulary import ESTIMATORS, SAMPLING
 
-    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
+    loss = {v: x.loss for v, x in resolve_study(study).variants.items()}
     sub = stats[stats["variant"].map(lambda v: loss.get(v) in ESTIMATORS)]
     sub = sub.assign(estimator=sub["variant"].map(loss))
     wanted = {ARGMAX_REWARD: ("argmax", 100.0), POLICY_ENTROPY: ("entropy", 1.0),
@@ -72,7 +72,7 @@ def reward_gap_figure(study: dict, stats):
 
     data, missing = reward_gap_data(study, stats)
     labels = variant_labels(study)
-    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
+    loss = {v: x.loss for v, x in resolve_study(study).variants.items()}
     variants = [v for v in study["variants"] if loss[v] in ESTIMATORS]
     estimators = [e for e in ESTIMATORS if any(loss[v] == e for v in variants)]
     ncols = max(1, len(estimators))

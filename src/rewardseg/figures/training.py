@@ -49,7 +49,7 @@ def variance_figure(study: dict, metrics, stats):
     markers = variant_markers(study)
     fell = _fell_below_start(study, metrics)
     sub = stats[stats["stat"] == "decode.reward_adv_sq"]
-    loss = {v: x.estimator for v, x in resolve_study(study).variants.items()}
+    loss = {v: x.loss for v, x in resolve_study(study).variants.items()}
     sub = sub.assign(estimator=sub["variant"].map(loss))
     estimators = [e for e in ESTIMATORS if (sub["estimator"] == e).any()]
     fig, axes = plt.subplots(1, max(1, len(estimators)), squeeze=False, figsize=FIGSIZE)
