@@ -196,8 +196,50 @@ def test_a_resolved_study_is_read_only_and_travels_as_json(study):
     fields["lr"] = 123.0  # a copy: the resolved study keeps its own
     assert resolved.fields("control")["lr"] != 123.0
     again = ResolvedStudy.from_json(resolved.to_json())
+    assert again == resolved
+    assert list(again.variants) == list(resolved.variants)  # the study's order, not sorted
     assert again.to_json() == resolved.to_json()
     assert again.controls == resolved.controls
+
+
+def test_a_job_reads_the_resolved_form_without_resolving_again(study, tmp_path, monkeypatch):
+    """study.resolved.json (what the workflow's jobs read) comes back as the Snakefile
+    resolved it, integer keys of the config included, without resolving or checking; a
+    study config is resolved and checked; anything else is refused naming the file."""
+    import yaml
+
+    import rewardseg.study as study_module
+    from rewardseg.study import load_resolved, resolve
+
+    study["pretrain"]["released"] = {4: dict(url="https://example.org/iter_4.pth",
+                                             sha256="0" * 8)}
+    resolved = resolve(study, cached=False)
+    path = tmp_path / "study.resolved.json"
+    path.write_text(resolved.to_json())
+    config = tmp_path / "study.yaml"
+    config.write_text(yaml.safe_dump(study, sort_keys=False))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the resolved form was resolved again")
+
+    with monkeypatch.context() as m:
+        m.setattr(study_module, "_build", refuse)
+        m.setattr(study_module, "_check_resolved", refuse)
+        again = load_resolved(str(path))
+        with pytest.raises(AssertionError, match="resolved again"):
+            load_resolved(str(config))  # a config is resolved (and checked)
+    assert again == resolved
+    assert list(again["pretrain"]["released"]) == [4]
+    assert again.released[4]["sha256"] == "0" * 8
+    assert load_resolved(str(config)) == resolved
+    broken = tmp_path / "broken.resolved.json"
+    broken.write_text('{"format": 1, "study": "study: smoke"}')
+    with pytest.raises(StudyError, match=r"broken.resolved.json: not a resolved study .*"
+                                         r"'variants'"):
+        load_resolved(str(broken))
+    path.write_text(path.read_text().replace('"format": 1', '"format": 99'))
+    with pytest.raises(StudyError, match="format 99, expected 1"):
+        load_resolved(str(path))
 
 
 def test_the_study_and_reward_loss_refuse_a_baseline_with_the_same_check(study):
