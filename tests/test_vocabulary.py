@@ -61,7 +61,8 @@ def test_a_dataset_source_is_spelled_only_by_its_own_module():
     names = set(data.SOURCES) - settings  # "cityscapes" is also a class setting's name
     assert names, "nothing to check"
     for path, hits in _where_spelled(names).items():
-        own = os.path.splitext(os.path.basename(path))[0]
+        # its own module: data/<source>.py, or any module of a package data/<source>/
+        own = os.path.splitext(path[len("src/rewardseg/data/"):].split("/")[0])[0]
         assert path.startswith("src/rewardseg/data/") and hits == [own], (
             f"{path} spells the dataset source(s) {hits}")
 
