@@ -139,3 +139,46 @@ def test_the_setup_slide_says_how_far_the_tuning_start_is_from_the_converged_end
               & (lower["step"] == start), "IoU"] -= 1.0
     assert f"({at_start - 1.0:.2f})" in _plateau(lower, start)
     assert "tuning starts" not in _plateau(metrics, int(end["step"]))
+
+
+def test_a_registered_figure_the_template_does_not_show_gets_its_own_slide(tmp_path):
+    """A new figure is one registered function: the deck gives it a slide (its title, the
+    figure, its caption) after the template's figures; a figure the template shows gets
+    no second slide, and with no new figure the marker leaves nothing behind."""
+    from rewardseg.figures import FIGURES, figure
+    from rewardseg.slides import build_slides
+
+    study = recorded_study()
+    paper = tmp_path / "paper"
+    (paper / "tables" / study["study"]).mkdir(parents=True)
+    for name in ("final_miou.md", "per_class_iou.md"):
+        (paper / "tables" / study["study"] / name).write_text(
+            open(os.path.join(RECORDED, name)).read())
+    template = os.path.join(os.path.dirname(RECORDED), "..", "slides.md")
+
+    def deck(name):
+        return open(build_slides(template, study, os.path.join(RECORDED, "metrics.csv"),
+                                 str(tmp_path / name / "slides.md"),
+                                 paper_dir=str(paper))).read()
+
+    before = deck("before")
+    assert "<!-- figures -->" not in before
+    registered = dict(FIGURES)
+    figure("probe_hist", caption="Study ``{study}``: the final mIoU of every run.",
+           title="Final mIoU, every run")(lambda study, metrics: None)
+    try:
+        after = deck("after")
+    finally:  # the registry as it was
+        FIGURES.clear()
+        FIGURES.update(registered)
+    import re
+
+    qualitative = re.search(r"!\[h:440\]\((\S+)/qualitative\.png\)", before).group(1)
+    slide = ("\n\n---\n\n# Final mIoU, every run\n\n"
+             f"![h:440]({qualitative}/probe_hist.png)\n\n"
+             f'<p class="caption">Study {study["study"]}: the final mIoU of every run.</p>')
+    assert slide in after
+    assert after.replace(slide, "") == before.replace(str(tmp_path / "before"),
+                                                      str(tmp_path / "after"))
+    assert after.index(slide) > after.index("/qualitative.png")
+    assert after.count("/delta_vs_control.png") == 1

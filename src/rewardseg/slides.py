@@ -2,7 +2,8 @@
 
 The template holds ``{{key}}`` placeholders (study settings), ``<!-- include: PATH -->``
 lines (a generated table, path relative to ``paper/``), ``<!-- experiments -->`` (one
-slide per experiment figure) and ``<!-- summary -->`` (the final comparison in words).
+slide per experiment figure), ``<!-- figures -->`` (a slide for each registered figure the
+template does not show) and ``<!-- summary -->`` (the final comparison in words).
 Image paths are rewritten relative to the built deck's folder.
 """
 from __future__ import annotations
@@ -193,6 +194,24 @@ def embed_images(html_path: str) -> int:
     return len(embedded)
 
 
+def _figure_slides(text: str, study) -> str:
+    """A slide for each registered figure (``rewardseg.figures``) that the template does
+    not show itself (no ``<name>.png`` in it), in registry order: its ``title``, the
+    figure, its caption. So a new figure reaches the deck with nothing else to edit; the
+    experiment families have their own slides (``<!-- experiments -->``)."""
+    from .figures import FIGURES
+
+    slides = []
+    for spec in FIGURES.values():
+        if spec.field is not None or f"/{spec.pattern}.png" in text:
+            continue
+        caption = spec.caption_for(resolve(study).name).replace("``", "")
+        slides.append(f"\n\n---\n\n# {spec.heading}\n\n"
+                      f"![h:440](../{paths.figure('{{study}}', spec.pattern)})\n\n"
+                      f'<p class="caption">{html_mod.escape(caption)}</p>')
+    return "".join(slides)
+
+
 def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                  paper_dir: str = "paper", overview: Optional[str] = None) -> str:
     with open(template) as fh:
@@ -210,6 +229,7 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
                           f"![h:440](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f'<p class="caption">{html_mod.escape(caption)}</p>\n')
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
+    text = text.replace("<!-- figures -->", _figure_slides(text, study))
     metrics = pd.read_csv(metrics_csv)
     resolved = resolve(study)
     text = text.replace("<!-- summary -->", _summary(metrics, labels, resolved.controls,

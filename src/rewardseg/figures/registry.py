@@ -27,6 +27,12 @@ class FigureSpec:
     caption: str                    # one sentence; a family's ``{field}`` is filled in
     each: Optional[Callable[[dict], List[str]]] = None  # a family's values for a study
     dpi: int = 130
+    title: str = ""                 # its slide's heading when the deck template lacks it
+
+    @property
+    def heading(self) -> str:
+        """The heading of the slide the deck makes for it (``rewardseg.slides``)."""
+        return self.title or self.pattern.replace("_", " ").capitalize()
 
     @property
     def field(self) -> Optional[str]:
@@ -65,10 +71,13 @@ FIGURES: Dict[str, FigureSpec] = {}
 
 
 def figure(pattern: str, needs: Tuple[str, ...] = ("metrics",), caption: str = "",
-           each: Optional[Callable[[dict], List[str]]] = None, dpi: int = 130):
+           each: Optional[Callable[[dict], List[str]]] = None, dpi: int = 130,
+           title: str = ""):
     """Register a figure function under ``pattern`` (the file stem under
     ``figures/<study>/``). ``caption``: one sentence for the snakemake report (``{study}``
-    and a family's ``{field}`` are filled in)."""
+    and a family's ``{field}`` are filled in), also under the figure on its slide;
+    ``title``: that slide's heading (default: the pattern in words), for a figure the deck
+    template (``paper/slides.md``) does not place itself."""
     unknown = set(needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"figure {pattern!r}: unknown needs {sorted(unknown)}; "
@@ -85,7 +94,8 @@ def figure(pattern: str, needs: Tuple[str, ...] = ("metrics",), caption: str = "
     def register(fn):
         if pattern in FIGURES and FIGURES[pattern].fn is not fn:
             raise ValueError(f"figure {pattern!r} is registered twice")
-        FIGURES[pattern] = FigureSpec(pattern, fn, tuple(needs), caption.strip(), each, dpi)
+        FIGURES[pattern] = FigureSpec(pattern, fn, tuple(needs), caption.strip(), each, dpi,
+                                      title.strip())
         return fn
 
     return register
