@@ -129,6 +129,6 @@ def test_several_samples_average_and_stats_are_logged():
     out.loss.backward()
     assert torch.isfinite(out.loss) and logits.grad.abs().sum() > 0
     assert set(out.stats) >= {"reward", "miou_train", "adv_mean", "adv_std", "adv_sq"}
-    with pytest.raises(ValueError, match="estimator 'local_expectation' takes baseline none, "
+    with pytest.raises(ValueError, match="loss 'local_expectation' takes baseline none, "
                                          "not 'rloo'"):
         RewardLoss(loss="local_expectation", baseline="rloo")
