@@ -24,7 +24,8 @@ VARIANTS = ("control", "reference", "local_exp")
 SEEDS = (0, 1)
 # every job of the study, by rule (no released checkpoint, no class weights; the
 # pretrained_weights job finds no remote weights to fetch)
-JOBS = {"dataset": 1, "pretrained_weights": 1, "study_config": 1, "pretrain_part": 1,
+JOBS = {"dataset": 1, "pretrained_weights": 1, "study_config": 1, "resolved_study": 1,
+        "pretrain_part": 1,
         "pretrain": 1, "tune": 6, "collect_pretrain": 1, "collect_run": 6, "aggregate": 1}
 
 

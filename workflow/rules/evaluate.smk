@@ -44,13 +44,14 @@ rule resolved_study:
     output:
         paths.resolved_study("{study}"),
     params:
-        resolved=RESOLVED_STUDY.to_json(),
+        # a function: its value is not formatted (the JSON's braces are no wildcards)
+        text=lambda wc: f"{RESOLVED_STUDY.to_json()}\n",
     log:
         paths.log("{study}", "resolved_study"),
     run:
         from rewardseg.fileio import write_text_atomic
 
-        write_text_atomic(output[0], params.resolved + "\n")
+        write_text_atomic(output[0], params.text)
 
 
 # The study's results (rewardseg.recorded.RESULT_FILES): made here from the runs, or, with
