@@ -56,11 +56,18 @@ if [ "$mode" = accounting ]; then
         mariadb-install-db --user=mysql --datadir=/var/lib/mysql >/var/log/slurm/mariadb-install.log 2>&1
     fi
     if ! mariadb -e "select 1" >/dev/null 2>&1; then
-        # detached from this script (its own session), pid in /run/mysqld/mysqld.pid
-        setsid mariadbd --user=mysql --datadir=/var/lib/mysql --bind-address=127.0.0.1 \
-            --socket=/run/mysqld/mysqld.sock --pid-file=/run/mysqld/mysqld.pid \
-            >>/var/log/slurm/mariadb.log 2>&1 < /dev/null &
-        for _ in $(seq 60); do mariadb -e "select 1" >/dev/null 2>&1 && break; sleep 1; done
+        # detached from this script (its own session), pid in /run/mysqld/mysqld.pid;
+        # --no-defaults: every setting it needs is here, and a distribution's leftover
+        # config (the provider plugins' files of a removed package) cannot abort it
+        setsid mariadbd --no-defaults --user=mysql --datadir=/var/lib/mysql \
+            --bind-address=127.0.0.1 --socket=/run/mysqld/mysqld.sock \
+            --pid-file=/run/mysqld/mysqld.pid >>/var/log/slurm/mariadb.log 2>&1 < /dev/null &
+        db_pid=$!
+        for _ in $(seq 60); do
+            mariadb -e "select 1" >/dev/null 2>&1 && break
+            kill -0 "$db_pid" 2>/dev/null || break  # it exited: no use waiting
+            sleep 1
+        done
         mariadb -e "select 1" >/dev/null || { echo "start-cluster.sh: MariaDB did not start; see /var/log/slurm/mariadb.log" >&2; exit 1; }
     fi
     mariadb <<SQL
