@@ -50,10 +50,15 @@ def cluster_mode():
     return "accounting" if "accounting_storage/slurmdbd" in config else "plain"
 
 
+_COULD_NOT_START = {}  # mode -> why start-cluster.sh failed (once a session: ~3 min each)
+
+
 def start_cluster(mode):
     """The cluster in ``mode``, started or switched by start-cluster.sh, or a skip."""
     if cluster_mode() == mode:
         return
+    if mode in _COULD_NOT_START:
+        pytest.skip(_COULD_NOT_START[mode])
     needs = ["slurmctld", "slurmd", "munged"]
     if mode == "accounting":
         needs += ["slurmdbd", "mariadbd"]
@@ -67,8 +72,9 @@ def start_cluster(mode):
     args = ["bash", START] + (["--accounting"] if mode == "accounting" else [])
     proc = subprocess.run(args, capture_output=True, text=True)
     if proc.returncode != 0 or cluster_mode() != mode:
-        pytest.skip(f"could not start the SLURM {mode} cluster: "
-                    f"{(proc.stdout + proc.stderr)[-800:]}")
+        _COULD_NOT_START[mode] = (f"could not start the SLURM {mode} cluster: "
+                                  f"{(proc.stdout + proc.stderr)[-800:]}")
+        pytest.skip(_COULD_NOT_START[mode])
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -46,7 +46,12 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 chown -R munge:munge /etc/munge /var/log/munge /run/munge /var/lib/munge 2>/dev/null || true
 chmod 700 /etc/munge && chmod 400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || su -s /bin/sh munge -c munged 2>/dev/null || munged --force
+# a munged that answers, else a new one: one left running without its socket (its package
+# removed and installed again) is stopped first, or SLURM's authentication fails
+if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
+    pkill -x munged 2>/dev/null && sleep 1
+    su -s /bin/sh munge -c munged 2>/dev/null || munged --force
+fi
 
 # ---------------------------------------------------------------- accounting: DB + slurmdbd
 DB_PASS=rewardseg-test   # a throw-away test database on localhost only
@@ -179,5 +184,5 @@ for _ in $(seq 60); do
     sleep 1
 done
 echo "start-cluster.sh: the node did not come up; see /var/log/slurm/*.log" >&2
-tail -20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
+tail -n 20 /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log >&2 || true
 exit 1
