@@ -52,6 +52,16 @@ def recorded_study():
     return load_study(os.path.join(RECORDED, "study.yaml"))
 
 
+def recorded_paper(tmp_path, study):
+    """A paper folder holding the recorded study's tables, and the deck's template."""
+    paper = tmp_path / "paper"
+    (paper / "tables" / study["study"]).mkdir(parents=True)
+    for name in ("final_miou.md", "per_class_iou.md"):
+        (paper / "tables" / study["study"] / name).write_text(
+            open(os.path.join(RECORDED, name)).read())
+    return paper, os.path.join(os.path.dirname(RECORDED), "..", "slides.md")
+
+
 def test_the_estimators_are_described_as_the_loss_computes_them():
     import copy
 
@@ -92,12 +102,7 @@ def test_the_deck_is_english_and_lists_variants_in_legends_not_comma_strings(tmp
     from rewardseg.vocabulary import experiment_title
 
     study = recorded_study()
-    paper = tmp_path / "paper"
-    (paper / "tables" / study["study"]).mkdir(parents=True)
-    for name in ("final_miou.md", "per_class_iou.md"):
-        (paper / "tables" / study["study"] / name).write_text(
-            open(os.path.join(RECORDED, name)).read())
-    template = os.path.join(os.path.dirname(RECORDED), "..", "slides.md")
+    paper, template = recorded_paper(tmp_path, study)
     out = build_slides(template, study, os.path.join(RECORDED, "metrics.csv"),
                        str(tmp_path / "deck" / "slides.md"), paper_dir=str(paper))
     text = open(out).read()
@@ -149,12 +154,7 @@ def test_a_registered_figure_the_template_does_not_show_gets_its_own_slide(tmp_p
     from rewardseg.slides import build_slides
 
     study = recorded_study()
-    paper = tmp_path / "paper"
-    (paper / "tables" / study["study"]).mkdir(parents=True)
-    for name in ("final_miou.md", "per_class_iou.md"):
-        (paper / "tables" / study["study"] / name).write_text(
-            open(os.path.join(RECORDED, name)).read())
-    template = os.path.join(os.path.dirname(RECORDED), "..", "slides.md")
+    paper, template = recorded_paper(tmp_path, study)
 
     def deck(name):
         return open(build_slides(template, study, os.path.join(RECORDED, "metrics.csv"),
