@@ -194,18 +194,19 @@ def embed_images(html_path: str) -> int:
     return len(embedded)
 
 
-def _figure_slides(text: str, study) -> str:
+def _figure_slides(text: str, name: str) -> str:
     """A slide for each registered figure (``rewardseg.figures``) that the template does
     not show itself (no ``<name>.png`` in it), in registry order: its ``title``, the
     figure, its caption. So a new figure reaches the deck with nothing else to edit; the
-    experiment families have their own slides (``<!-- experiments -->``)."""
+    experiment families have their own slides (``<!-- experiments -->``). ``name``: the
+    study's, for the captions."""
     from .figures import FIGURES
 
     slides = []
     for spec in FIGURES.values():
         if spec.field is not None or f"/{spec.pattern}.png" in text:
             continue
-        caption = spec.caption_for(resolve(study).name).replace("``", "")
+        caption = spec.caption_for(name).replace("``", "")
         slides.append(f"\n\n---\n\n# {spec.heading}\n\n"
                       f"![h:440](../{paths.figure('{{study}}', spec.pattern)})\n\n"
                       f'<p class="caption">{html_mod.escape(caption)}</p>')
@@ -221,17 +222,17 @@ def build_slides(template: str, study: dict, metrics_csv: str, out: str,
             text = text.replace("<!-- overview -->", fh.read())
     else:
         text = text.replace("<!-- overview -->", "Only this study has results so far.")
-    labels = variant_labels(study)
+    resolved = resolve(study)
+    labels = variant_labels(resolved)
     exp_slides = []
     caption = EXPERIMENT_CAPTION.format(seeds=len(study["seeds"]))
-    for name in resolve(study).experiments:  # the figure's legend lists the variants, one a line
+    for name in resolved.experiments:  # the figure's legend lists the variants, one a line
         exp_slides.append(f"\n---\n\n# {experiment_title(name)}\n\n"
                           f"![h:440](../{paths.figure('{{study}}', 'exp_' + name)})\n\n"
                           f'<p class="caption">{html_mod.escape(caption)}</p>\n')
     text = text.replace("<!-- experiments -->", "".join(exp_slides))
-    text = text.replace("<!-- figures -->", _figure_slides(text, study))
+    text = text.replace("<!-- figures -->", _figure_slides(text, resolved.name))
     metrics = pd.read_csv(metrics_csv)
-    resolved = resolve(study)
     text = text.replace("<!-- summary -->", _summary(metrics, labels, resolved.controls,
                                                      resolved.experiments))
     text = text.replace("{{plateau}}", _plateau(metrics, tuning_fields(study)["start"]))
